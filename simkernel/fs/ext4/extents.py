@@ -1,0 +1,378 @@
+"""The file mapping: extents and the delayed part of the extent status tree (fs/ext4/extents.c,
+extents_status.c), plus fallocate (ext4_fallocate, ext4_zero_range, ext4_alloc_file_blocks).
+
+Every logical block is a hole, delalloc (``i_es_delayed``), unwritten or written (``i_extents``).
+Every change of the mapping bumps ``i_es_seq`` -- the sequence an iomap validity cookie samples
+(ext4's ``i_es_seq``, XFS's ``if_seq``). The extent functions here run with ``i_data_sem`` held for
+write by their callers and do not sleep.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from simkernel.fs.ext4 import ondisk
+from simkernel.fs.ext4.ext4 import (
+    EXT4_EXTENTS_FL,
+    EXT4_GET_BLOCKS_CONVERT,
+    EXT4_GET_BLOCKS_CONVERT_UNWRITTEN,
+    EXT4_GET_BLOCKS_CREATE,
+    EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT,
+    EXT4_GET_BLOCKS_DELALLOC_RESERVE,
+    EXT4_GET_BLOCKS_UNWRIT_EXT,
+    EXT4_MAP_MAPPED,
+    EXT4_MAP_NEW,
+    EXT4_MAP_UNWRITTEN,
+    EXT4_MB_DELALLOC_RESERVED,
+    EXT4_MB_USE_RESERVED,
+    EXT_INIT_MAX_LEN,
+    EXT_UNWRITTEN_MAX_LEN,
+    Ext4InodeInfo,
+    Extent,
+    MapBlocks,
+)
+from simkernel.fs.vfs import EFBIG, EINVAL, ENOSPC, EOPNOTSUPP, File
+from simkernel.kernel.base import KernelBase
+from simkernel.kernel.sched import KGen
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+#: the largest logical block (2^32 - 1): s_maxbytes for extent files
+EXT_MAX_BLOCKS = (1 << 32) - 1
+
+
+class Ext4Extents(KernelBase):
+    # -- lookup --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def ext4_ext_find(inode: Ext4InodeInfo, lblk: int) -> int:
+        """Index of the extent containing ``lblk``, or of the first extent after it (may be len)."""
+        exts = inode.i_extents
+        i = bisect.bisect_right([e.lblk for e in exts], lblk) - 1
+        if i >= 0 and exts[i].end > lblk:
+            return i
+        return i + 1
+
+    def ext4_es_bump_seq(self, inode: Ext4InodeInfo) -> None:
+        inode.i_es_seq += 1
+
+    def ext4_es_lookup(self, inode: Ext4InodeInfo, lblk: int) -> tuple[str, Extent | None]:
+        """What backs ``lblk``: ("written"|"unwritten", extent), ("delayed", None) or ("hole", None)."""
+        i = self.ext4_ext_find(inode, lblk)
+        exts = inode.i_extents
+        if i < len(exts) and exts[i].lblk <= lblk:
+            ext = exts[i]
+            return ("unwritten" if ext.unwritten else "written"), ext
+        if lblk in inode.i_es_delayed:
+            return "delayed", None
+        return "hole", None
+
+    # -- extent list maintenance ---------------------------------------------------------------------
+
+    @staticmethod
+    def ext4_ext_try_to_merge(inode: Ext4InodeInfo) -> None:
+        """ext4_ext_try_to_merge(): join neighbours that are contiguous on disk and of one kind."""
+        out: list[Extent] = []
+        for ext in inode.i_extents:
+            if out:
+                prev = out[-1]
+                limit = EXT_UNWRITTEN_MAX_LEN if ext.unwritten else EXT_INIT_MAX_LEN
+                if (
+                    prev.end == ext.lblk
+                    and prev.pblk + prev.len == ext.pblk
+                    and prev.unwritten == ext.unwritten
+                    and prev.len + ext.len <= limit
+                ):
+                    prev.len += ext.len
+                    continue
+            out.append(ext)
+        inode.i_extents = out
+
+    def ext4_ext_split_at(self, inode: Ext4InodeInfo, lblk: int) -> None:
+        """Make ``lblk`` an extent boundary (ext4_split_extent_at)."""
+        i = self.ext4_ext_find(inode, lblk)
+        exts = inode.i_extents
+        if i < len(exts) and exts[i].lblk < lblk < exts[i].end:
+            ext = exts[i]
+            head = lblk - ext.lblk
+            tail = Extent(lblk, ext.len - head, ext.pblk + head, ext.unwritten)
+            ext.len = head
+            exts.insert(i + 1, tail)
+
+    def ext4_ext_update_tree(self, handle: Any, inode: Ext4InodeInfo) -> int:
+        """Grow or shrink the set of extent tree blocks to what the extent count needs.
+
+        New tree blocks are metadata: they may use the reserved pool (EXT4_MB_USE_RESERVED).
+        """
+        bs = inode.i_sb.s_blocksize
+        need = ondisk.extent_tree_blocks_needed(self.ext4_ext_disk_count(inode), bs)
+        blocks = inode.i_ext_tree_blocks
+        while len(blocks) < need:
+            goal = inode.i_extents[0].pblk if inode.i_extents else 0
+            pblk, count = self.ext4_mb_new_blocks(handle, inode, goal, 1, EXT4_MB_USE_RESERVED)
+            if pblk < 0:
+                return pblk
+            blocks.append(pblk)
+        while len(blocks) > need:
+            self.ext4_free_blocks(handle, inode, blocks.pop(), 1)
+        return 0
+
+    @staticmethod
+    def ext4_ext_disk_count(inode: Ext4InodeInfo) -> int:
+        """Number of on-disk extent records (long extents need several records)."""
+        n = 0
+        for ext in inode.i_extents:
+            limit = EXT_UNWRITTEN_MAX_LEN if ext.unwritten else EXT_INIT_MAX_LEN
+            n += -(-ext.len // limit)
+        return n
+
+    def ext4_ext_insert_extent(self, handle: Any, inode: Ext4InodeInfo, new: Extent) -> int:
+        """ext4_ext_insert_extent(): add a mapping for a range that was a hole."""
+        i = self.ext4_ext_find(inode, new.lblk)
+        exts = inode.i_extents
+        self.BUG_ON(
+            i < len(exts) and exts[i].lblk < new.end,
+            "inserting an extent over a mapped range",
+            new=repr(new),
+            existing=repr(exts[i]) if i < len(exts) else None,
+        )
+        exts.insert(i, new)
+        self.ext4_ext_try_to_merge(inode)
+        self.ext4_es_bump_seq(inode)
+        err = self.ext4_ext_update_tree(handle, inode)
+        if err:
+            # no room for the tree block: undo the insertion (the caller frees the data blocks)
+            self.ext4_ext_remove_range(inode, new.lblk, new.len)
+            self.ext4_ext_update_tree(handle, inode)
+            return err
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
+
+    def ext4_ext_remove_range(self, inode: Ext4InodeInfo, lblk: int, length: int) -> list[tuple[int, int]]:
+        """Unmap [lblk, lblk+length); returns the freed physical runs (pblk, count)."""
+        end = lblk + length
+        self.ext4_ext_split_at(inode, lblk)
+        self.ext4_ext_split_at(inode, end)
+        freed: list[tuple[int, int]] = []
+        keep: list[Extent] = []
+        for ext in inode.i_extents:
+            if ext.lblk >= lblk and ext.end <= end:
+                freed.append((ext.pblk, ext.len))
+            else:
+                keep.append(ext)
+        inode.i_extents = keep
+        self.ext4_ext_try_to_merge(inode)
+        self.ext4_es_bump_seq(inode)
+        return freed
+
+    def ext4_ext_set_unwritten(self, inode: Ext4InodeInfo, lblk: int, length: int, unwritten: bool) -> int:
+        """Flip the unwritten state of every mapped block in [lblk, lblk+length); returns blocks changed."""
+        end = lblk + length
+        self.ext4_ext_split_at(inode, lblk)
+        self.ext4_ext_split_at(inode, end)
+        changed = 0
+        for ext in inode.i_extents:
+            if ext.lblk >= lblk and ext.end <= end and ext.unwritten != unwritten:
+                ext.unwritten = unwritten
+                changed += ext.len
+        self.ext4_ext_try_to_merge(inode)
+        self.ext4_es_bump_seq(inode)
+        return changed
+
+    def ext4_ext_find_goal(self, inode: Ext4InodeInfo, lblk: int) -> int:
+        """ext4_ext_find_goal(): continue the physical run of the nearest preceding extent."""
+        i = self.ext4_ext_find(inode, lblk) - 1
+        if 0 <= i < len(inode.i_extents):
+            ext = inode.i_extents[i]
+            return ext.pblk + (lblk - ext.lblk)
+        sbi = inode.i_sb.s_fs_info
+        return int(sbi.layout.first_data_free)
+
+    # -- ext4_ext_map_blocks -------------------------------------------------------------------------
+
+    def ext4_ext_map_blocks(self, handle: Any, inode: Ext4InodeInfo, map: MapBlocks, flags: int) -> int:
+        """ext4_ext_map_blocks(): look up, and with EXT4_GET_BLOCKS_CREATE allocate, ``map``.
+
+        Returns the number of blocks mapped (0: a hole of ``map.m_len`` blocks) or -errno.
+        Caller holds i_data_sem (write if it may allocate or convert).
+        """
+        lblk = map.m_lblk
+        exts = inode.i_extents
+        i = self.ext4_ext_find(inode, lblk)
+        map.m_flags = 0
+        if i < len(exts) and exts[i].lblk <= lblk:
+            ext = exts[i]
+            n = min(map.m_len, ext.end - lblk)
+            map.m_pblk = ext.pblk + (lblk - ext.lblk)
+            map.m_len = n
+            map.m_flags = EXT4_MAP_MAPPED
+            if ext.unwritten:
+                if flags & EXT4_GET_BLOCKS_CONVERT:
+                    # ext4_convert_unwritten_extents_endio(): IO done, the data is on disk
+                    self.ext4_ext_set_unwritten(inode, lblk, n, False)
+                    self.ext4_mark_inode_dirty(handle, inode)
+                else:
+                    map.m_flags |= EXT4_MAP_UNWRITTEN
+            elif flags & EXT4_GET_BLOCKS_CONVERT_UNWRITTEN:
+                # zero range: written blocks become unwritten (they read back as zeros)
+                self.ext4_ext_set_unwritten(inode, lblk, n, True)
+                self.ext4_mark_inode_dirty(handle, inode)
+                map.m_flags |= EXT4_MAP_UNWRITTEN
+            return n
+        # a hole up to the next extent
+        nxt = exts[i].lblk if i < len(exts) else EXT_MAX_BLOCKS + 1
+        map.m_len = min(map.m_len, nxt - lblk)
+        if not flags & EXT4_GET_BLOCKS_CREATE:
+            map.m_pblk = 0
+            return 0
+        unwritten = bool(flags & EXT4_GET_BLOCKS_UNWRIT_EXT)
+        want = min(map.m_len, EXT_UNWRITTEN_MAX_LEN if unwritten else EXT_INIT_MAX_LEN)
+        ar_flags = EXT4_MB_DELALLOC_RESERVED if flags & EXT4_GET_BLOCKS_DELALLOC_RESERVE else 0
+        pblk, count = self.ext4_mb_new_blocks(handle, inode, self.ext4_ext_find_goal(inode, lblk), want, ar_flags)
+        if pblk < 0:
+            return pblk
+        err = self.ext4_ext_insert_extent(handle, inode, Extent(lblk, count, pblk, unwritten))
+        if err:
+            self.ext4_free_blocks(handle, inode, pblk, count)
+            return err
+        map.m_pblk = pblk
+        map.m_len = count
+        map.m_flags = EXT4_MAP_NEW | EXT4_MAP_MAPPED | (EXT4_MAP_UNWRITTEN if unwritten else 0)
+        return count
+
+    def ext4_ext_remove_space(self, handle: Any, inode: Ext4InodeInfo, start: int, end: int) -> int:
+        """ext4_ext_remove_space(): unmap blocks [start, end] and free them."""
+        for pblk, count in self.ext4_ext_remove_range(inode, start, end - start + 1):
+            self.ext4_free_blocks(handle, inode, pblk, count)
+        self.ext4_ext_update_tree(handle, inode)
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
+
+    def ext4_ext_tree_init(self, handle: Any, inode: Ext4InodeInfo) -> None:
+        """ext4_ext_tree_init(): an empty extent root."""
+        inode.i_extents = []
+        inode.i_flags |= EXT4_EXTENTS_FL
+
+    # -- extent status: delayed blocks ---------------------------------------------------------------
+
+    def ext4_es_insert_delayed_block(self, inode: Ext4InodeInfo, lblk: int) -> None:
+        inode.i_es_delayed.add(lblk)
+        self.ext4_es_bump_seq(inode)
+
+    def ext4_es_remove_extent(self, inode: Ext4InodeInfo, lblk: int, length: int) -> int:
+        """ext4_es_remove_extent(): forget delalloc blocks in the range, releasing their reservations."""
+        gone = [b for b in sorted(inode.i_es_delayed) if lblk <= b < lblk + length]
+        if gone:
+            inode.i_es_delayed.difference_update(gone)
+            self.ext4_da_release_space(inode, len(gone))
+            self.ext4_es_bump_seq(inode)
+        return len(gone)
+
+    # -- fallocate (extents.c) -----------------------------------------------------------------------
+
+    def ext4_alloc_file_blocks(self, file: File, lblk: int, length: int, new_size: int, flags: int) -> KGen:
+        """ext4_alloc_file_blocks(): map [lblk, lblk+length) as unwritten, extending i_size if asked."""
+        inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
+        bs = inode.i_sb.s_blocksize
+        retries = [0]
+        while length > 0:
+            handle = yield from self.ext4_journal_start(inode, "fallocate", 8)
+            map = MapBlocks(lblk, length)
+            ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
+            if ret <= 0:
+                self.ext4_journal_stop(handle)
+                if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                    continue
+                return ret or -ENOSPC
+            lblk += ret
+            length -= ret
+            epos = min(lblk * bs, new_size) if new_size else 0
+            if new_size and epos > inode.i_size:
+                inode.i_size = epos
+                self.ext4_update_i_disksize(inode, epos)
+            self.ext4_mark_inode_dirty(handle, inode)
+            self.ext4_journal_stop(handle)
+        return 0
+
+    def ext4_fallocate(self, file: File, mode: int, offset: int, length: int) -> KGen:
+        """ext4_fallocate(): preallocate, punch, or zero a range."""
+        inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            return -EOPNOTSUPP
+        if length <= 0 or offset < 0:
+            return -EINVAL
+        bs = inode.i_sb.s_blocksize
+        if offset + length > (EXT_MAX_BLOCKS + 1) * bs:
+            return -EFBIG
+        # fallocate converts inline data first, under i_rwsem (no mmap_lock here, so that is legal)
+        yield from self.inode_lock(inode)
+        ret = yield from self.ext4_convert_inline_data(inode)
+        self.inode_unlock(inode)
+        if ret:
+            return ret
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            return (yield from self.ext4_punch_hole(file, offset, length))
+        if mode & FALLOC_FL_ZERO_RANGE:
+            return (yield from self.ext4_zero_range(file, offset, length, mode))
+        yield from self.inode_lock(inode)
+        try:
+            lblk = offset // bs
+            max_blocks = -(-(offset + length) // bs) - lblk
+            new_size = 0 if mode & FALLOC_FL_KEEP_SIZE else max(offset + length, inode.i_size)
+            return (yield from self.ext4_alloc_file_blocks(file, lblk, max_blocks, new_size, EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT))
+        finally:
+            self.inode_unlock(inode)
+
+    def ext4_zero_range(self, file: File, offset: int, length: int, mode: int) -> KGen:
+        """ext4_zero_range(): make [offset, offset+length) read as zeros, keeping (or allocating) blocks."""
+        inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
+        mapping = inode.i_mapping
+        bs = inode.i_sb.s_blocksize
+        end = offset + length
+        yield from self.inode_lock(inode)
+        try:
+            # write out dirty pages in the range first: their data must not land after the zeroing
+            ret = yield from self.filemap_write_and_wait_range(mapping, offset, end - 1)
+            if ret:
+                return ret
+            new_size = 0 if mode & FALLOC_FL_KEEP_SIZE else max(end, inode.i_size)
+            start_lblk = -(-offset // bs)
+            end_lblk = end // bs
+            yield from self.down_write(mapping.invalidate_lock)
+            try:
+                if end_lblk > start_lblk:
+                    # whole blocks: drop cached pages, then allocate/convert them to unwritten
+                    yield from self.truncate_pagecache_range(inode, start_lblk * bs, end_lblk * bs - 1)
+                    yield from self.down_write(inode.i_data_sem)
+                    self.ext4_es_remove_extent(inode, start_lblk, end_lblk - start_lblk)
+                    self.up_write(inode.i_data_sem)
+                    ret = yield from self.ext4_alloc_file_blocks(
+                        file,
+                        start_lblk,
+                        end_lblk - start_lblk,
+                        new_size,
+                        EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT | EXT4_GET_BLOCKS_CONVERT_UNWRITTEN,
+                    )
+                    if ret:
+                        return ret
+                handle = yield from self.ext4_journal_start(inode, "zero_range", 4)
+                # partial blocks at either end are zeroed through the page cache
+                ret = yield from self.ext4_zero_partial_blocks(handle, inode, offset, length)
+                if not ret and new_size > inode.i_size:
+                    inode.i_size = new_size
+                    self.ext4_update_i_disksize(inode, new_size)
+                self.ext4_mark_inode_dirty(handle, inode)
+                self.ext4_journal_stop(handle)
+                return ret
+            finally:
+                self.up_write(mapping.invalidate_lock)
+        finally:
+            self.inode_unlock(inode)
+
+    def ext4_update_i_disksize(self, inode: Ext4InodeInfo, newsize: int) -> None:
+        """ext4_update_i_disksize(): only grows."""
+        if newsize > inode.i_disksize:
+            inode.i_disksize = newsize

@@ -1,0 +1,409 @@
+"""ext4 writeback (fs/ext4/inode.c's mpage_* functions and ext4_do_writepages, fs/ext4/page-io.c).
+
+One writeback pass walks dirty folios in index order, collects a contiguous extent of blocks that
+need mapping (delalloc or unwritten), allocates it as *unwritten* blocks (dioread_nolock), submits the
+folios, and records the range in an io_end. When every bio of the io_end completed, a worker converts
+the range to written (``ext4_end_io_rsv_work``) and only then ends writeback on the folios. A failed
+bio marks the io_end failed: no conversion (the blocks keep reading as zeros) and the error is
+recorded for fsync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from simkernel.block.blk_core import REQ_OP_WRITE, Bio
+from simkernel.config import SECTOR_SIZE
+from simkernel.fs.buffer_head import BufferHead, folio_buffers
+from simkernel.fs.ext4.ext4 import (
+    EXT4_GET_BLOCKS_CONVERT,
+    EXT4_GET_BLOCKS_DELALLOC_RESERVE,
+    EXT4_GET_BLOCKS_IO_CREATE_EXT,
+    EXT4_MAP_MAPPED,
+    EXT4_MAP_UNWRITTEN,
+    EXT4_STATE_MAY_INLINE_DATA,
+    Ext4InodeInfo,
+    MapBlocks,
+)
+from simkernel.fs.vfs import ENOSPC, AddressSpace
+from simkernel.kernel.base import KernelBase
+from simkernel.kernel.sched import KGen
+from simkernel.mm.folio import Folio
+from simkernel.mm.page_writeback import WB_SYNC_NONE, WritebackControl
+
+
+@dataclass
+class IoEnd:
+    """ext4_io_end_t: the bios of one writeback pass and the unwritten ranges they cover."""
+
+    inode: Ext4InodeInfo
+    #: (folio, list of buffers) written by this io_end
+    folios: list[tuple[Folio, list[BufferHead]]] = field(default_factory=list)
+    #: logical block ranges (lblk, len) to convert to written on completion
+    list_vec: list[tuple[int, int]] = field(default_factory=list)
+    unwritten: bool = False
+    failed: bool = False
+    error: int = 0
+    count: int = 1  # references: one per bio in flight + the submitter's
+
+
+@dataclass
+class MpageDaData:
+    """struct mpage_da_data"""
+
+    inode: Ext4InodeInfo
+    wbc: WritebackControl
+    first_page: int = 0
+    last_page: int = 0
+    next_page: int = 0
+    #: the extent being collected: lblk, len, and whether it is delalloc (vs unwritten)
+    map_lblk: int = 0
+    map_len: int = 0
+    map_delayed: bool = False
+    #: folios locked and collected for the current extent, in index order
+    locked: list[Folio] = field(default_factory=list)
+    io_end: IoEnd | None = None
+    #: bio under construction: (start block, [(folio, bh)])
+    bio_blocks: list[tuple[int, Folio, BufferHead]] = field(default_factory=list)
+    scanned_until_end: bool = False
+    #: a fatal mapping error: drop the collected folios' data (give_up_on_write)
+    give_up_on_write: bool = False
+
+
+class Ext4PageIO(KernelBase):
+    # -- writepages ----------------------------------------------------------------------------------
+
+    def ext4_writepages(self, mapping: AddressSpace, wbc: WritebackControl) -> KGen:
+        """ext4_writepages()"""
+        inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
+        mpd = MpageDaData(inode, wbc)
+        return (yield from self.ext4_do_writepages(mpd))
+
+    def ext4_do_writepages(self, mpd: MpageDaData) -> KGen:
+        """ext4_do_writepages()"""
+        inode = mpd.inode
+        mapping = inode.i_mapping
+        wbc = mpd.wbc
+        if not mapping.dirty_indices():
+            return 0
+        if self.ext4_has_inline_data(inode):
+            # a dirty folio 0 of an inline file must have gone through a delalloc conversion
+            handle = yield from self.ext4_journal_start(inode, "inode", 1)
+            self.BUG_ON(
+                self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA),
+                "ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)",
+                ino=inode.i_ino,
+            )
+            yield from self.ext4_destroy_inline_data(handle, inode)
+            self.ext4_journal_stop(handle)
+        ps = self.page_size
+        if wbc.range_cyclic:
+            mpd.first_page = mapping.writeback_index
+            mpd.last_page = (1 << 62) // ps
+        else:
+            mpd.first_page = wbc.range_start // ps
+            mpd.last_page = wbc.range_end // ps
+        mpd.next_page = mpd.first_page
+        # tag_pages_for_writeback(): the folios this pass may write are fixed now
+        todo = [i for i in mapping.dirty_indices() if mpd.first_page <= i <= mpd.last_page]
+        if wbc.range_cyclic and mpd.first_page:
+            todo += [i for i in mapping.dirty_indices() if i < mpd.first_page]
+        ret = 0
+        while todo and not ret:
+            handle = yield from self.ext4_journal_start(inode, "write_page", 8)
+            mpd.io_end = IoEnd(inode)
+            ret = yield from self.mpage_prepare_extent_to_map(mpd, todo)
+            if not ret and mpd.map_len:
+                ret = yield from self.mpage_map_and_submit_extent(handle, mpd)
+            self.ext4_journal_stop(handle)
+            self.mpage_release_unused_pages(mpd, invalidate=mpd.give_up_on_write)
+            self.ext4_io_submit(mpd)
+            self.ext4_put_io_end_defer(mpd.io_end)
+            mpd.io_end = None
+            if wbc.nr_to_write <= 0 and wbc.sync_mode == WB_SYNC_NONE:
+                break
+        if wbc.range_cyclic:
+            mapping.writeback_index = mpd.next_page
+        return ret
+
+    def mpage_prepare_extent_to_map(self, mpd: MpageDaData, todo: list[int]) -> KGen:
+        """mpage_prepare_extent_to_map(): lock dirty folios in order, submit those needing no
+        mapping, and collect the first contiguous extent that needs blocks."""
+        inode = mpd.inode
+        mapping = inode.i_mapping
+        bs = inode.i_sb.s_blocksize
+        ps = self.page_size
+        mpd.map_len = 0
+        while todo:
+            index = todo[0]
+            if mpd.map_len and index * ps // bs != mpd.map_lblk + mpd.map_len:
+                # not contiguous with the extent collected so far: map that one first
+                return 0
+            todo.pop(0)
+            folio = mapping.i_pages.get(index)
+            if folio is None:
+                continue
+            yield from self.folio_lock(folio)
+            if folio.mapping is not mapping or not folio.dirty:
+                self.folio_unlock(folio)
+                continue
+            if folio.writeback:
+                if mpd.wbc.sync_mode == WB_SYNC_NONE:
+                    self.folio_unlock(folio)
+                    continue
+                yield from self.folio_wait_writeback(folio)
+            mpd.next_page = index + 1
+            bhs = folio_buffers(folio) or self.create_empty_buffers(folio, bs)
+            lblk0 = folio.pos // bs
+            last_lblk = -(-inode.i_size // bs)
+            need: list[int] = []
+            for i, bh in enumerate(bhs):
+                lblk = lblk0 + i
+                if lblk >= last_lblk:
+                    break
+                if bh.dirty and bh.mapped and (bh.delay or bh.unwritten):
+                    need.append(lblk)
+            if not need:
+                if mpd.map_len:
+                    # the extent ends before this folio; leave it for the next round
+                    todo.insert(0, index)
+                    self.folio_unlock(folio)
+                    return 0
+                err = self.mpage_submit_folio(mpd, folio)
+                self.folio_unlock(folio)
+                if err:
+                    return err
+                continue
+            delayed = bhs[need[0] - lblk0].delay
+            if mpd.map_len == 0:
+                mpd.map_lblk = need[0]
+                mpd.map_delayed = delayed
+            elif need[0] != mpd.map_lblk + mpd.map_len or delayed != mpd.map_delayed:
+                todo.insert(0, index)
+                self.folio_unlock(folio)
+                return 0
+            # blocks must be contiguous inside the folio too; stop the extent at the first gap
+            run = 0
+            for lblk in need:
+                if lblk != mpd.map_lblk + mpd.map_len + run or bhs[lblk - lblk0].delay != delayed:
+                    break
+                run += 1
+            mpd.map_len += run
+            mpd.locked.append(folio)
+            if run < len(need):
+                return 0
+        mpd.scanned_until_end = True
+        return 0
+
+    def mpage_map_and_submit_extent(self, handle: Any, mpd: MpageDaData) -> KGen:
+        """mpage_map_and_submit_extent(): allocate the collected extent, submit its folios, and
+        push i_disksize up to what is now written."""
+        inode = mpd.inode
+        assert mpd.io_end is not None
+        lblk, remaining = mpd.map_lblk, mpd.map_len
+        progress = False
+        while remaining:
+            map = MapBlocks(lblk, remaining)
+            flags = EXT4_GET_BLOCKS_IO_CREATE_EXT
+            if mpd.map_delayed:
+                flags |= EXT4_GET_BLOCKS_DELALLOC_RESERVE
+            ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
+            if ret <= 0:
+                err = ret or -ENOSPC
+                if err == -ENOSPC and self.ext4_count_free_clusters(inode.i_sb):
+                    # transient: let the upper layers retry (a commit may free blocks)
+                    if progress:
+                        break
+                    return err
+                mpd.give_up_on_write = True
+                inode.i_sb.s_fs_info.messages.append(
+                    f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
+                    f"with max blocks {remaining} with error {err}; This should not happen!! Data will be lost"
+                )
+                self.mapping_set_error(inode.i_mapping, err)
+                return err
+            progress = True
+            if map.m_flags & EXT4_MAP_UNWRITTEN:
+                mpd.io_end.unwritten = True
+                mpd.io_end.list_vec.append((map.m_lblk, ret))
+            self.mpage_map_buffers(mpd, map.m_lblk, ret, map.m_pblk, map.m_flags)
+            lblk += ret
+            remaining -= ret
+        # submit the mapped folios
+        for folio in list(mpd.locked):
+            err = self.mpage_submit_folio(mpd, folio)
+            self.folio_unlock(folio)
+            mpd.locked.remove(folio)
+            if err:
+                return err
+        # update on-disk size after IO is submitted
+        disksize = min(mpd.next_page * self.page_size, inode.i_size)
+        if disksize > inode.i_disksize:
+            yield from self.down_write(inode.i_data_sem)
+            self.ext4_update_i_disksize(inode, min(disksize, inode.i_size))
+            self.up_write(inode.i_data_sem)
+            self.ext4_mark_inode_dirty(handle, inode)
+        return 0
+
+    def mpage_map_buffers(self, mpd: MpageDaData, lblk: int, length: int, pblk: int, m_flags: int) -> None:
+        """mpage_process_page_bufs/mpage_map_and_submit_buffers(): point buffers at their blocks."""
+        bs = mpd.inode.i_sb.s_blocksize
+        for folio in mpd.locked:
+            bhs = folio_buffers(folio)
+            assert bhs is not None
+            lblk0 = folio.pos // bs
+            for i, bh in enumerate(bhs):
+                b = lblk0 + i
+                if lblk <= b < lblk + length and (bh.delay or bh.unwritten):
+                    bh.delay = False
+                    bh.unwritten = False
+                    bh.mapped = bool(m_flags & (EXT4_MAP_MAPPED | EXT4_MAP_UNWRITTEN))
+                    bh.b_blocknr = pblk + (b - lblk)
+
+    def mpage_release_unused_pages(self, mpd: MpageDaData, invalidate: bool) -> None:
+        """mpage_release_unused_pages(): unlock folios collected but not submitted; on a fatal
+        mapping error their data is dropped (give_up_on_write)."""
+        for folio in mpd.locked:
+            if invalidate:
+                self.block_invalidate_folio(folio, 0, folio.size)
+                folio.uptodate = False
+            self.folio_unlock(folio)
+        mpd.locked.clear()
+        mpd.map_len = 0
+
+    def mpage_submit_folio(self, mpd: MpageDaData, folio: Folio) -> int:
+        """mpage_submit_folio(): clean the folio for IO, sample i_size only now, write it."""
+        self.folio_clear_dirty_for_io(folio)
+        size = mpd.inode.i_size
+        length = folio.size
+        if folio.pos + length > size:
+            length = max(0, size - folio.pos)
+        err = self.ext4_bio_write_folio(mpd, folio, length)
+        if not err:
+            mpd.wbc.nr_to_write -= 1
+        return err
+
+    # -- page-io.c -----------------------------------------------------------------------------------
+
+    def ext4_bio_write_folio(self, mpd: MpageDaData, folio: Folio, length: int) -> int:
+        """ext4_bio_write_folio(): zero the part past EOF (it may be mmapped), then queue every dirty
+        mapped buffer for IO."""
+        bhs = folio_buffers(folio)
+        assert bhs is not None and mpd.io_end is not None
+        if length < folio.size:
+            # "the folio straddles i_size: it must be zeroed on each writepage since it may be mmapped"
+            folio.data[length:] = bytes(folio.size - length)
+        to_submit: list[BufferHead] = []
+        keep_dirty = False
+        for bh in bhs:
+            if bh.b_offset >= length:
+                bh.dirty = False
+                bh.uptodate = True
+                continue
+            if not bh.dirty or bh.delay or not bh.mapped or bh.unwritten:
+                if not bh.mapped:
+                    bh.dirty = False
+                if bh.dirty:
+                    keep_dirty = True
+                continue
+            bh.new = False
+            bh.dirty = False
+            to_submit.append(bh)
+        if keep_dirty and not folio.dirty:
+            self.folio_mark_dirty(folio)
+        if not to_submit:
+            return 0
+        self.folio_start_writeback(folio)
+        mpd.io_end.folios.append((folio, to_submit))
+        for bh in to_submit:
+            self.io_submit_add_bh(mpd, folio, bh)
+        return 0
+
+    def io_submit_add_bh(self, mpd: MpageDaData, folio: Folio, bh: BufferHead) -> None:
+        """io_submit_add_bh(): extend the bio under construction, or submit it and start another."""
+        if mpd.bio_blocks and mpd.bio_blocks[-1][0] + 1 != bh.b_blocknr:
+            self.ext4_io_submit(mpd)
+        mpd.bio_blocks.append((bh.b_blocknr, folio, bh))
+
+    def ext4_io_submit(self, mpd: MpageDaData) -> None:
+        """ext4_io_submit(): send the bio built so far."""
+        if not mpd.bio_blocks:
+            return
+        io_end = mpd.io_end
+        assert io_end is not None
+        inode = mpd.inode
+        bs = inode.i_sb.s_blocksize
+        start = mpd.bio_blocks[0][0]
+        data = b"".join(bytes(folio.data[bh.b_offset : bh.b_offset + bs]) for _, folio, bh in mpd.bio_blocks)
+        lblks = [folio.pos // bs + bh.b_offset // bs for _, folio, bh in mpd.bio_blocks]
+        io_end.count += 1
+        bio = Bio(
+            REQ_OP_WRITE,
+            start * (bs // SECTOR_SIZE),
+            data,
+            end_io=self.ext4_end_bio,
+            private=io_end,
+            tag=f"data ino={inode.i_ino} lblk={lblks[0]}-{lblks[-1]}",
+        )
+        mpd.bio_blocks = []
+        self.submit_bio(bio)
+
+    def ext4_end_bio(self, bio: Bio) -> None:
+        """ext4_end_bio(): bi_end_io, in interrupt context."""
+        io_end: IoEnd = bio.private
+        if bio.status:
+            io_end.failed = True
+            io_end.error = bio.status
+            self.mapping_set_error(io_end.inode.i_mapping, bio.status)
+        self.ext4_put_io_end_defer(io_end)
+
+    def ext4_put_io_end_defer(self, io_end: IoEnd | None) -> None:
+        """ext4_put_io_end_defer(): the last reference either finishes the io_end now or, for an
+        unwritten one, queues the conversion work."""
+        if io_end is None:
+            return
+        io_end.count -= 1
+        if io_end.count:
+            return
+        if io_end.failed or not io_end.unwritten or not io_end.list_vec:
+            self.ext4_release_io_end(io_end)
+            return
+        self.queue_work("ext4-rsv-conversion", self.ext4_end_io_rsv_work(io_end))
+
+    def ext4_release_io_end(self, io_end: IoEnd) -> None:
+        """ext4_release_io_end() -> ext4_finish_bio(): end writeback on every folio."""
+        for folio, _bhs in io_end.folios:
+            if io_end.failed:
+                folio.error = True
+            self.folio_end_writeback(folio)
+
+    def ext4_end_io_rsv_work(self, io_end: IoEnd) -> KGen:
+        """ext4_end_io_rsv_work() -> ext4_end_io_end(): convert the written ranges, then end writeback."""
+        inode = io_end.inode
+        handle = yield from self.ext4_journal_start(inode, "end_io", 4)
+        ret = 0
+        for lblk, length in io_end.list_vec:
+            ret = yield from self.ext4_convert_unwritten_extents(handle, inode, lblk, length)
+            if ret:
+                break
+        self.ext4_journal_stop(handle)
+        if ret < 0:
+            inode.i_sb.s_fs_info.messages.append(
+                f"failed to convert unwritten extents to written extents -- potential data loss! "
+                f"(inode {inode.i_ino}, error {ret})"
+            )
+        self.ext4_release_io_end(io_end)
+        return ret
+
+    def ext4_convert_unwritten_extents(self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int) -> KGen:
+        """ext4_convert_unwritten_extents(): mark [lblk, lblk+length) written after its data IO."""
+        while length > 0:
+            map = MapBlocks(lblk, length)
+            ret = yield from self.ext4_map_blocks(handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_CONVERT)
+            if ret <= 0:
+                return ret or -5
+            lblk += ret
+            length -= ret
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
