@@ -24,7 +24,7 @@ import os
 import re
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from simkernel.config import Config
@@ -341,6 +341,10 @@ class Program:
             expect=self.expect,
             meta=self.meta,
         ).validate()
+
+    def with_variants(self, variants: Sequence[str]) -> Program:
+        """This program with ``variants`` (names or import paths) instead of its own; validated."""
+        return replace(self, variants=tuple(variants)).validate()
 
     def with_config(self, config: Config | None = None, /, **changes: Any) -> Program:
         """This program with its config replaced by ``config`` (if given) and then the fields in

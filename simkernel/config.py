@@ -52,7 +52,9 @@ class Config:
     def validate(self) -> Config:
         """Raise :class:`GeometryError` naming the first impossible field; return self."""
         if self.block_size not in BLOCK_SIZES:
-            raise GeometryError(f"block_size {self.block_size} is not one of {BLOCK_SIZES}", where="block_size")
+            raise GeometryError(
+                f"block_size {self.block_size} is not one of {BLOCK_SIZES}", where="block_size"
+            )
         if self.folio_blocks < 1 or self.folio_blocks & (self.folio_blocks - 1):
             raise GeometryError(
                 f"folio_blocks {self.folio_blocks} must be a power of two >= 1", where="folio_blocks"
@@ -62,7 +64,9 @@ class Config:
                 f"folio size {self.folio_size} exceeds {MAX_FOLIO_SIZE} bytes", where="folio_blocks"
             )
         if self.write_path not in WRITE_PATHS:
-            raise GeometryError(f"write_path {self.write_path!r} is not one of {WRITE_PATHS}", where="write_path")
+            raise GeometryError(
+                f"write_path {self.write_path!r} is not one of {WRITE_PATHS}", where="write_path"
+            )
         if self.inline_data and self.write_path != "ext4":
             raise GeometryError("inline_data needs the ext4 write path", where="inline_data")
         if not 16 <= self.inodes <= 8 * self.block_size:
@@ -72,6 +76,10 @@ class Config:
         # the on-disk layout owns the remaining rules (one block group, room for metadata + data)
         from simkernel.fs.ext4.ondisk import compute_layout
 
+        if self.journal:
+            raise GeometryError(
+                "journal=true is not supported yet (jbd2 lands with crash consistency)", where="journal"
+            )
         if self.journal and self.journal_blocks < JBD2_MIN_JOURNAL_BLOCKS:
             raise GeometryError(
                 f"journal_blocks {self.journal_blocks} below jbd2 minimum {JBD2_MIN_JOURNAL_BLOCKS}",

@@ -25,7 +25,10 @@ class BlkfuzzError(Exception):
 
 
 class ProgramError(BlkfuzzError, ValueError):
-    """A program (JSON) does not follow the program format; ``where`` is a JSON path like ``$.threads[0][2].off``."""
+    """A program (JSON) does not follow the program format.
+
+    ``where`` is a JSON path like ``$.threads[0][2].off``.
+    """
 
     kind = "program"
 

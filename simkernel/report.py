@@ -70,10 +70,31 @@ def kernel_stack(skip: int = 1, limit: int = 40) -> list[str]:
     return out
 
 
+# Lock primitives: syzkaller's titles name their caller ("possible deadlock in ext4_file_mmap").
+LOCK_PRIMITIVES = frozenset(
+    {
+        "down_read",
+        "down_write",
+        "down_read_trylock",
+        "down_write_trylock",
+        "might_lock_read",
+        "lockdep_acquire",
+        "inode_lock",
+        "folio_lock",
+        "up_read",
+        "up_write",
+        "folio_unlock",
+        "ext4_write_lock_xattr",
+        "filemap_invalidate_lock",
+    }
+)
+
+
 def title_function(stack: list[str]) -> str:
-    """The function syzkaller would name: the innermost frame that is not inlined."""
+    """The function syzkaller would name: the innermost frame that is neither inlined nor a lock
+    primitive."""
     for name in stack:
-        if name not in INLINED:
+        if name not in INLINED and name not in LOCK_PRIMITIVES:
             return name
     return stack[0] if stack else "?"
 

@@ -26,7 +26,21 @@ REQ_OP_FLUSH = "flush"
 class Bio:
     """struct bio: one request. ``data`` is the write payload, snapshot at submission."""
 
-    __slots__ = ("done", "end_io", "fua", "log_index", "nbytes", "op", "preflush", "private", "sector", "status", "tag", "wq", "data")
+    __slots__ = (
+        "data",
+        "done",
+        "end_io",
+        "fua",
+        "log_index",
+        "nbytes",
+        "op",
+        "preflush",
+        "private",
+        "sector",
+        "status",
+        "tag",
+        "wq",
+    )
 
     def __init__(
         self,
@@ -74,7 +88,13 @@ class BlockLayer(KernelBase):
         if bio.op == REQ_OP_WRITE:
             if bio.preflush:
                 bio.log_index = self.iolog.append_submit(
-                    "write", step=step, sector=bio.sector, data=bio.data, fua=bio.fua, preflush=True, tag=bio.tag
+                    "write",
+                    step=step,
+                    sector=bio.sector,
+                    data=bio.data,
+                    fua=bio.fua,
+                    preflush=True,
+                    tag=bio.tag,
                 )
             else:
                 bio.log_index = self.iolog.append_submit(

@@ -14,7 +14,18 @@ if TYPE_CHECKING:
 
 
 class BufferHead:
-    __slots__ = ("b_blocknr", "b_folio", "b_offset", "b_size", "delay", "dirty", "mapped", "new", "unwritten", "uptodate")
+    __slots__ = (
+        "b_blocknr",
+        "b_folio",
+        "b_offset",
+        "b_size",
+        "delay",
+        "dirty",
+        "mapped",
+        "new",
+        "unwritten",
+        "uptodate",
+    )
 
     def __init__(self, folio: Folio, offset: int, size: int) -> None:
         self.b_folio = folio

@@ -134,7 +134,16 @@ class FileOperations:
 class AddressSpace:
     """struct address_space: the page cache of one inode."""
 
-    __slots__ = ("a_ops", "flags", "host", "i_mmap_writable", "i_pages", "invalidate_lock", "wb_err", "writeback_index")
+    __slots__ = (
+        "a_ops",
+        "flags",
+        "host",
+        "i_mmap_writable",
+        "i_pages",
+        "invalidate_lock",
+        "wb_err",
+        "writeback_index",
+    )
 
     def __init__(self, host: Inode) -> None:
         self.host = host

@@ -45,7 +45,7 @@ class KernelBase:
 
     def BUG_ON(self, cond: Any, expr: str, **values: Any) -> None:
         """BUG_ON(cond): the task oopses and the machine stops with a fatal report."""
-        if cond:
+        if cond and not self.sched.closing:
             stack = kernel_stack(2)
             fn = title_function(stack)
             raise KernelBug(
@@ -85,7 +85,12 @@ class KernelBase:
         task = self.current
         if task.held_locks:
             rep = self.lockdep.acquire(
-                task.held_locks, cls, read=read, task=task.name, step=self.sched.step_no, stack=kernel_stack(2)
+                task.held_locks,
+                cls,
+                read=read,
+                task=task.name,
+                step=self.sched.step_no,
+                stack=kernel_stack(2),
             )
             if rep is not None:
                 self.sched.report(rep)

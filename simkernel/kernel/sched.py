@@ -164,6 +164,8 @@ class Scheduler:
         self.switches = 0
         #: step hooks (the runner records history marks here)
         self.on_report: Callable[[Report], None] | None = None
+        #: set while shutdown() unwinds the tasks of a stopped machine
+        self.closing = False
 
     # -- tasks ---------------------------------------------------------------------------------------
 
@@ -189,6 +191,8 @@ class Scheduler:
     # -- reports -------------------------------------------------------------------------------------
 
     def report(self, rep: Report) -> None:
+        if self.closing:
+            return
         rep.step = self.step_no
         if not rep.task and self.current is not None:
             rep.task = self.current.name
@@ -223,19 +227,27 @@ class Scheduler:
         if self.step_no >= self.max_steps:
             self._hang()
             return False
-        d = self.chooser.next_decision() or 0
         cur = self.current
         pick: Task | Action
-        if d == 0 and cur is not None and cur.state == RUNNABLE:
-            # the fast path: no need to enumerate options
-            pick = cur
-        else:
+        choose = getattr(self.chooser, "choose_option", None)
+        if choose is not None:
+            # a directed chooser (an authoring tool) sees the options and picks one by intent
             options = self._options()
             if not options:
                 return False
-            pick = options[d % len(options)]
-            if d != 0:
-                self.switches += 1
+            pick = options[choose(options) % len(options)]
+        else:
+            d = self.chooser.next_decision() or 0
+            if d == 0 and cur is not None and cur.state == RUNNABLE:
+                # the fast path: no need to enumerate options
+                pick = cur
+            else:
+                options = self._options()
+                if not options:
+                    return False
+                pick = options[d % len(options)]
+                if d != 0:
+                    self.switches += 1
         self.step_no += 1
         if isinstance(pick, Action):
             if self.trace_on:
@@ -278,6 +290,21 @@ class Scheduler:
                     self._deadlock()
                 return
 
+    def shutdown(self) -> None:
+        """Unwind every unfinished task (a stopped machine): close each generator as *its* task, so
+        cleanup code runs with the right ``current`` now rather than at garbage collection."""
+        self.closing = True
+        for task in self.tasks:
+            if task.state == DONE:
+                continue
+            self.current = task
+            try:
+                task.gen.close()
+            except Exception:  # noqa: S110 - unwinding a dead machine; nothing to report
+                pass
+            task.state = DONE
+        self.current = None
+
     # -- detectors -----------------------------------------------------------------------------------
 
     def blocked_function(self, task: Task) -> str:
@@ -290,7 +317,9 @@ class Scheduler:
         gen: Any = task.gen
         while gen is not None:
             code = getattr(gen, "gi_code", None)
-            if code is not None:
+            frame = getattr(gen, "gi_frame", None)
+            module = frame.f_globals.get("__name__", "") if frame is not None else ""
+            if code is not None and (module.startswith("simkernel") or "variant" in module):
                 names.append(kernel_name(code.co_name))
             gen = getattr(gen, "gi_yieldfrom", None)
         names.reverse()
@@ -329,7 +358,9 @@ class Scheduler:
             for t in cycle:
                 assert t.wait is not None
                 holders = ", ".join(h.name for h in t.wait.holders()) or "-"
-                lines.append(f"{t.name} waits for {t.wait.name} held by {holders} in {self.blocked_function(t)}")
+                lines.append(
+                    f"{t.name} waits for {t.wait.name} held by {holders} in {self.blocked_function(t)}"
+                )
             rep = Report(
                 category="deadlock",
                 title=f"deadlock in {self.blocked_function(first)}",

@@ -74,7 +74,14 @@ class Lockdep:
         return None
 
     def acquire(
-        self, held: list[tuple[object, str, bool]], cls: str, *, read: bool, task: str, step: int, stack: list[str]
+        self,
+        held: list[tuple[object, str, bool]],
+        cls: str,
+        *,
+        read: bool,
+        task: str,
+        step: int,
+        stack: list[str],
     ) -> Report | None:
         """Record edges from every held class to ``cls``; return a report if one closes a cycle."""
         report: Report | None = None

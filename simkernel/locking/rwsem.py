@@ -85,7 +85,9 @@ class Locking(KernelBase):
         self.wake_up(sem.wq)
 
     def up_write(self, sem: RwSemaphore) -> None:
-        self.BUG_ON(sem.writer is not self.current, "up_write() by a task not holding the lock", lock=sem.name)
+        self.BUG_ON(
+            sem.writer is not self.current, "up_write() by a task not holding the lock", lock=sem.name
+        )
         sem.writer = None
         self.lockdep_release(sem)
         self.wake_up(sem.wq)

@@ -326,9 +326,9 @@ class Filemap(Locking):
             return True
         folio.data[offset : offset + length] = bytes(length)
         mapping = folio.mapping
-        if folio.private is not None and mapping is not None and mapping.a_ops is not None:
-            if mapping.a_ops.invalidate_folio:
-                mapping.a_ops.invalidate_folio(folio, offset, length)
+        a_ops = mapping.a_ops if mapping is not None else None
+        if folio.private is not None and a_ops is not None and a_ops.invalidate_folio:
+            a_ops.invalidate_folio(folio, offset, length)
         return True
 
     def truncate_inode_pages_range(self, mapping: AddressSpace, lstart: int, lend: int) -> KGen:

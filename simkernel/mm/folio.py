@@ -28,8 +28,8 @@ class Folio:
         "mapcount",
         "mapping",
         "owner",
-        "pte_writable",
         "private",
+        "pte_writable",
         "uptodate",
         "wb_wq",
         "writeback",
@@ -68,7 +68,9 @@ class Folio:
 
     def __repr__(self) -> str:
         flags = "".join(
-            c for c, on in (("L", self.locked), ("U", self.uptodate), ("D", self.dirty), ("W", self.writeback)) if on
+            c
+            for c, on in (("L", self.locked), ("U", self.uptodate), ("D", self.dirty), ("W", self.writeback))
+            if on
         )
         ino = self.mapping.host.i_ino if self.mapping is not None else "-"
         return f"<folio {ino}:{self.index} {flags}>"

@@ -21,7 +21,6 @@ from simkernel.mm.filemap import (
     VM_FAULT_LOCKED,
     VM_FAULT_NOPAGE,
     VM_FAULT_RETRY,
-    VM_FAULT_SIGBUS,
 )
 from simkernel.mm.folio import Folio
 from simkernel.mm.page_writeback import PageWriteback
@@ -157,7 +156,9 @@ class Memory(PageWriteback):
         finally:
             self.up_read(self.mm.mmap_lock)
 
-    def user_store(self, vma: VmArea, off: int, data: bytes) -> KGen:
+    def user_store(
+        self, vma: VmArea, off: int, data: bytes, stores: list[tuple[int, int, bytes]] | None = None
+    ) -> KGen:
         """A store instruction sequence to mapped file memory; returns 0 or -EFAULT (SIGBUS/SIGSEGV).
 
         Each page's store is atomic: it lands when a writable PTE is present, otherwise the CPU
@@ -176,6 +177,8 @@ class Memory(PageWriteback):
                 folio = mapping.i_pages.get(pgoff)
                 if folio is not None and folio.mapcount and folio.pte_writable:
                     folio.data[poff : poff + n] = data[done : done + n]
+                    if stores is not None:
+                        stores.append((self.sched.step_no, pos, bytes(data[done : done + n])))
                     break
                 ret = yield from self.user_fault(vma, pgoff, True)
                 if ret & (VM_FAULT_ERROR | VM_FAULT_SIGSEGV):
@@ -223,15 +226,16 @@ class Memory(PageWriteback):
     def copy_from_mapped_user(self, i: IovIter, nbytes: int) -> bytes:
         """Read user memory that is a file mapping, stopping at the first page without a PTE."""
         ps = self.page_size
-        vma = i.map_vma
-        if self.mm.vmas.get(vma.vm_file.f_inode.i_ino) is not vma:
+        vma: VmArea | None = i.map_vma
+        if vma is None or self.mm.vmas.get(vma.vm_file.f_inode.i_ino) is not vma:
             return b""
+        mapping = vma.vm_file.f_mapping
         out = bytearray()
         pos = i.map_off + i.offset
         end = pos + nbytes
         while pos < end:
             pgoff, poff = divmod(pos, ps)
-            src = vma.vm_file.f_mapping.i_pages.get(pgoff)
+            src = mapping.i_pages.get(pgoff)
             if src is None or not src.mapcount:
                 break
             n = min(end - pos, ps - poff)
@@ -279,7 +283,10 @@ class Memory(PageWriteback):
 
     def folio_evictable_now(self, folio: Folio) -> bool:
         """What shrink_folio_list() needs: clean, unlocked, not under writeback, not mapped."""
-        return not (folio.dirty or folio.writeback or folio.locked or folio.mapcount) and folio.mapping is not None
+        return (
+            not (folio.dirty or folio.writeback or folio.locked or folio.mapcount)
+            and folio.mapping is not None
+        )
 
     def filemap_release_folio(self, folio: Folio) -> bool:
         """filemap_release_folio(): let the filesystem drop its private state (buffers, iomap state)."""

@@ -55,7 +55,10 @@ class PageWriteback(Filemap):
         self.folio_mark_dirty(folio)
 
     def write_cache_pages(
-        self, mapping: AddressSpace, wbc: WritebackControl, writepage: Callable[[Folio, WritebackControl], Any]
+        self,
+        mapping: AddressSpace,
+        wbc: WritebackControl,
+        writepage: Callable[[Folio, WritebackControl], Any],
     ) -> KGen:
         """write_cache_pages(): ``writepage(folio, wbc)`` (a generator) must unlock the folio."""
         ps = self.page_size
@@ -150,7 +153,9 @@ class PageWriteback(Filemap):
         return err or err2
 
     def nr_dirty_folios(self) -> int:
-        return sum(1 for inode in self.sb.s_inodes.values() for f in inode.i_mapping.i_pages.values() if f.dirty)
+        return sum(
+            1 for inode in self.sb.s_inodes.values() for f in inode.i_mapping.i_pages.values() if f.dirty
+        )
 
     def balance_dirty_pages_ratelimited(self, mapping: AddressSpace) -> KGen:
         """balance_dirty_pages_ratelimited(): over the dirty limit, kick background writeback and

@@ -112,7 +112,7 @@ class Ext4Extents(KernelBase):
         blocks = inode.i_ext_tree_blocks
         while len(blocks) < need:
             goal = inode.i_extents[0].pblk if inode.i_extents else 0
-            pblk, count = self.ext4_mb_new_blocks(handle, inode, goal, 1, EXT4_MB_USE_RESERVED)
+            pblk, _ = self.ext4_mb_new_blocks(handle, inode, goal, 1, EXT4_MB_USE_RESERVED)
             if pblk < 0:
                 return pblk
             blocks.append(pblk)
@@ -231,7 +231,9 @@ class Ext4Extents(KernelBase):
         unwritten = bool(flags & EXT4_GET_BLOCKS_UNWRIT_EXT)
         want = min(map.m_len, EXT_UNWRITTEN_MAX_LEN if unwritten else EXT_INIT_MAX_LEN)
         ar_flags = EXT4_MB_DELALLOC_RESERVED if flags & EXT4_GET_BLOCKS_DELALLOC_RESERVE else 0
-        pblk, count = self.ext4_mb_new_blocks(handle, inode, self.ext4_ext_find_goal(inode, lblk), want, ar_flags)
+        pblk, count = self.ext4_mb_new_blocks(
+            handle, inode, self.ext4_ext_find_goal(inode, lblk), want, ar_flags
+        )
         if pblk < 0:
             return pblk
         err = self.ext4_ext_insert_extent(handle, inode, Extent(lblk, count, pblk, unwritten))
@@ -322,7 +324,11 @@ class Ext4Extents(KernelBase):
             lblk = offset // bs
             max_blocks = -(-(offset + length) // bs) - lblk
             new_size = 0 if mode & FALLOC_FL_KEEP_SIZE else max(offset + length, inode.i_size)
-            return (yield from self.ext4_alloc_file_blocks(file, lblk, max_blocks, new_size, EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT))
+            return (
+                yield from self.ext4_alloc_file_blocks(
+                    file, lblk, max_blocks, new_size, EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT
+                )
+            )
         finally:
             self.inode_unlock(inode)
 

@@ -82,7 +82,9 @@ class Ext4Inline(KernelBase):
         return buf
 
     @inline
-    def ext4_write_inline_data(self, inode: Ext4InodeInfo, buf: bytes | bytearray, pos: int, length: int) -> None:
+    def ext4_write_inline_data(
+        self, inode: Ext4InodeInfo, buf: bytes | bytearray, pos: int, length: int
+    ) -> None:
         """ext4_write_inline_data(): copy buf[pos:pos+len] into i_block / the xattr value."""
         self.BUG_ON(not inode.i_inline_off, "!EXT4_I(inode)->i_inline_off")
         self.BUG_ON(
@@ -234,7 +236,11 @@ class Ext4Inline(KernelBase):
                 self.ext4_write_unlock_xattr(inode, no_expand)
                 self.ext4_journal_stop(handle)
                 return ret
-            get_block = self.ext4_get_block_unwritten if self.ext4_should_dioread_nolock(inode) else self.ext4_get_block
+            get_block = (
+                self.ext4_get_block_unwritten
+                if self.ext4_should_dioread_nolock(inode)
+                else self.ext4_get_block
+            )
             ret = yield from self.ext4_block_write_begin(handle, folio, 0, to, get_block)
             bhs = folio_buffers(folio)
             if bhs:
@@ -288,14 +294,18 @@ class Ext4Inline(KernelBase):
             self.up_read(inode.xattr_sem)
             return 1, folio
 
-    def ext4_try_to_write_inline_data(self, mapping: AddressSpace, inode: Ext4InodeInfo, pos: int, length: int) -> KGen:
+    def ext4_try_to_write_inline_data(
+        self, mapping: AddressSpace, inode: Ext4InodeInfo, pos: int, length: int
+    ) -> KGen:
         """ext4_try_to_write_inline_data(): the non-delalloc entry to the inline path."""
         if pos + length > self.ext4_get_max_inline_size(inode):
             ret = yield from self.ext4_convert_inline_data_to_extent(mapping, inode)
             return ret, None
         return (yield from self.ext4_generic_write_inline_data(mapping, inode, pos, length, [0], False))
 
-    def ext4_write_inline_data_end(self, inode: Ext4InodeInfo, pos: int, length: int, copied: int, folio: Folio) -> KGen:
+    def ext4_write_inline_data_end(
+        self, inode: Ext4InodeInfo, pos: int, length: int, copied: int, folio: Folio
+    ) -> KGen:
         """ext4_write_inline_data_end(): copy the folio's bytes into the inline area and stop the
         handle that the inline write_begin started."""
         handle = self.ext4_journal_current_handle()
@@ -322,7 +332,9 @@ class Ext4Inline(KernelBase):
             yield from self.ext4_truncate_failed_write(inode)
         return copied
 
-    def ext4_da_convert_inline_data_to_extent(self, mapping: AddressSpace, inode: Ext4InodeInfo, fsdata: list[Any]) -> KGen:
+    def ext4_da_convert_inline_data_to_extent(
+        self, mapping: AddressSpace, inode: Ext4InodeInfo, fsdata: list[Any]
+    ) -> KGen:
         """ext4_da_convert_inline_data_to_extent(): move the inline data to folio 0 with a delalloc
         reservation; MAY_INLINE goes off now, the INLINE flag when writeback destroys it."""
         folio = yield from self._filemap_get_folio(mapping, 0, FGP_WRITEBEGIN)
@@ -335,7 +347,9 @@ class Ext4Inline(KernelBase):
             inline_size = self.ext4_get_inline_size(inode)
             if not folio.uptodate:
                 self.ext4_read_inline_folio(inode, folio)
-            ret = yield from self.ext4_block_write_begin(None, folio, 0, inline_size, self.ext4_da_get_block_prep)
+            ret = yield from self.ext4_block_write_begin(
+                None, folio, 0, inline_size, self.ext4_da_get_block_prep
+            )
             if ret:
                 self.up_read(inode.xattr_sem)
                 self.folio_unlock(folio)
@@ -358,12 +372,15 @@ class Ext4Inline(KernelBase):
 
     # -- page_mkwrite's conversion: destroy, allocate, restore on failure ----------------------------
 
-    def ext4_restore_inline_data(self, handle: Any, inode: Ext4InodeInfo, buf: bytes, inline_size: int) -> None:
+    def ext4_restore_inline_data(
+        self, handle: Any, inode: Ext4InodeInfo, buf: bytes, inline_size: int
+    ) -> None:
         """ext4_restore_inline_data(): put back what destroy removed (capacity ``inline_size``)."""
         ret = self.ext4_create_inline_data(handle, inode, inline_size)
         if ret:
             inode.i_sb.s_fs_info.messages.append(
-                f"error restoring inline_data for inode -- potential data loss! (inode {inode.i_ino}, error {ret})"
+                "error restoring inline_data for inode -- potential data loss! "
+                f"(inode {inode.i_ino}, error {ret})"
             )
             return
         self.ext4_write_inline_data(inode, buf, 0, inline_size)
@@ -434,7 +451,9 @@ class Ext4Inline(KernelBase):
                 if not self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA):
                     self.ext4_es_remove_extent(inode, 0, 1 << 32)
                 if inline_size > EXT4_MIN_INLINE_DATA_SIZE:
-                    value_len = i_size - EXT4_MIN_INLINE_DATA_SIZE if i_size > EXT4_MIN_INLINE_DATA_SIZE else 0
+                    value_len = (
+                        i_size - EXT4_MIN_INLINE_DATA_SIZE if i_size > EXT4_MIN_INLINE_DATA_SIZE else 0
+                    )
                     self.ext4_xattr_ibody_set_data(inode, value_len)
                 if i_size < EXT4_MIN_INLINE_DATA_SIZE:
                     inode.i_data[i_size:] = bytes(EXT4_MIN_INLINE_DATA_SIZE - i_size)

@@ -169,7 +169,9 @@ class Ext4Inode(KernelBase):
         ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
         if ret > 0:
             bh.b_blocknr = map.m_pblk
-            self.ext4_update_bh_state(bh, map.m_flags | (EXT4_MAP_MAPPED if map.m_flags & EXT4_MAP_UNWRITTEN and flags else 0))
+            self.ext4_update_bh_state(
+                bh, map.m_flags | (EXT4_MAP_MAPPED if map.m_flags & EXT4_MAP_UNWRITTEN and flags else 0)
+            )
             if not flags and map.m_flags & EXT4_MAP_UNWRITTEN:
                 bh.mapped = False
             return 0
@@ -179,7 +181,9 @@ class Ext4Inode(KernelBase):
         """ext4_get_block()"""
         return (yield from self._ext4_get_block(inode, iblock, bh, EXT4_GET_BLOCKS_CREATE if create else 0))
 
-    def ext4_get_block_unwritten(self, inode: Ext4InodeInfo, iblock: int, bh: BufferHead, create: bool) -> KGen:
+    def ext4_get_block_unwritten(
+        self, inode: Ext4InodeInfo, iblock: int, bh: BufferHead, create: bool
+    ) -> KGen:
         """ext4_get_block_unwritten(): allocate unwritten; mark unwritten buffers new so partial
         writes zero the rest of the block instead of exposing stale disk data."""
         ret = yield from self._ext4_get_block(inode, iblock, bh, EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT)
@@ -254,7 +258,9 @@ class Ext4Inode(KernelBase):
 
     # -- write_begin / write_end ---------------------------------------------------------------------
 
-    def ext4_block_write_begin(self, handle: Any, folio: Folio, pos: int, length: int, get_block: GetBlock) -> KGen:
+    def ext4_block_write_begin(
+        self, handle: Any, folio: Folio, pos: int, length: int, get_block: GetBlock
+    ) -> KGen:
         """ext4_block_write_begin(): map the blocks the write touches; zero or read partial blocks."""
         mapping = folio.mapping
         assert mapping is not None
@@ -295,7 +301,12 @@ class Ext4Inode(KernelBase):
             if folio.uptodate:
                 bh.uptodate = True
                 continue
-            if not bh.uptodate and not bh.delay and not bh.unwritten and (block_start < frm or block_end > to):
+            if (
+                not bh.uptodate
+                and not bh.delay
+                and not bh.unwritten
+                and (block_start < frm or block_end > to)
+            ):
                 wait.append(bh)
         for bh in wait:
             ret, data = yield from self.bdev_read_block(bh.b_blocknr, bs)
@@ -339,7 +350,9 @@ class Ext4Inode(KernelBase):
                     break
                 yield from self.folio_wait_stable(folio)
                 get_block = (
-                    self.ext4_get_block_unwritten if self.ext4_should_dioread_nolock(inode) else self.ext4_get_block
+                    self.ext4_get_block_unwritten
+                    if self.ext4_should_dioread_nolock(inode)
+                    else self.ext4_get_block
                 )
                 ret = yield from self.ext4_block_write_begin(handle, folio, pos, length, get_block)
                 if ret:
@@ -348,13 +361,17 @@ class Ext4Inode(KernelBase):
                     self.ext4_journal_stop(handle)
                     if extended:
                         yield from self.ext4_truncate_failed_write(inode)
-                    if ret == -EAGAIN or (ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries)):
+                    if ret == -EAGAIN or (
+                        ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries)
+                    ):
                         continue
                     return ret, None, None
                 return 0, folio, None
             # truncated: retry_grab
 
-    def ext4_write_end(self, file: File, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio, fsdata: Any) -> KGen:
+    def ext4_write_end(
+        self, file: File, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio, fsdata: Any
+    ) -> KGen:
         """ext4_write_end(): non-delalloc write_end; the handle write_begin started is stopped here."""
         handle = self.ext4_journal_current_handle()
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
@@ -388,7 +405,9 @@ class Ext4Inode(KernelBase):
         fsdata: list[Any] = [0]
         # lockless, as in the kernel: page_mkwrite may be converting inline data right now
         if self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA):
-            ret, folio = yield from self.ext4_generic_write_inline_data(mapping, inode, pos, length, fsdata, True)
+            ret, folio = yield from self.ext4_generic_write_inline_data(
+                mapping, inode, pos, length, fsdata, True
+            )
             if ret < 0:
                 return ret, None, fsdata[0]
             if ret == 1:
@@ -397,7 +416,9 @@ class Ext4Inode(KernelBase):
         while True:
             folio = yield from self.write_begin_get_folio(mapping, index)
             length = min(length, folio.pos + folio.size - pos)
-            ret = yield from self.ext4_block_write_begin(None, folio, pos, length, self.ext4_da_get_block_prep)
+            ret = yield from self.ext4_block_write_begin(
+                None, folio, pos, length, self.ext4_da_get_block_prep
+            )
             if ret < 0:
                 self.folio_unlock(folio)
                 if pos + length > inode.i_size:
@@ -414,7 +435,9 @@ class Ext4Inode(KernelBase):
         bh = bhs[offset // bhs[0].b_size]
         return bh.mapped and not bh.delay and not bh.unwritten
 
-    def ext4_da_do_write_end(self, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio) -> KGen:
+    def ext4_da_do_write_end(
+        self, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio
+    ) -> KGen:
         """ext4_da_do_write_end()"""
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
         old_size = inode.i_size
@@ -448,7 +471,9 @@ class Ext4Inode(KernelBase):
         self.ext4_journal_stop(handle)
         return copied
 
-    def ext4_da_write_end(self, file: File, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio, fsdata: Any) -> KGen:
+    def ext4_da_write_end(
+        self, file: File, mapping: AddressSpace, pos: int, length: int, copied: int, folio: Folio, fsdata: Any
+    ) -> KGen:
         """ext4_da_write_end(): decides inline vs block from the inode state *now* (lockless)."""
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
         write_mode = fsdata
@@ -569,14 +594,16 @@ class Ext4Inode(KernelBase):
                 return VM_FAULT_NOPAGE
             length = min(folio.size, size - folio.pos)
             bhs = folio_buffers(folio)
-            if bhs is not None and all(
-                bh.mapped for bh in bhs if bh.b_offset < length
-            ):
+            if bhs is not None and all(bh.mapped for bh in bhs if bh.b_offset < length):
                 # all buffers mapped: no need to start a handle
                 yield from self.folio_wait_stable(folio)
                 return VM_FAULT_LOCKED
             self.folio_unlock(folio)
-            get_block = self.ext4_get_block_unwritten if self.ext4_should_dioread_nolock(inode) else self.ext4_get_block
+            get_block = (
+                self.ext4_get_block_unwritten
+                if self.ext4_should_dioread_nolock(inode)
+                else self.ext4_get_block
+            )
             while True:
                 err = yield from self.ext4_block_page_mkwrite(inode, folio, get_block)
                 if err == -EAGAIN or (err == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries)):
@@ -590,6 +617,8 @@ class Ext4Inode(KernelBase):
     def ext4_block_zero_page_range(self, handle: Any, mapping: AddressSpace, frm: int, length: int) -> KGen:
         """__ext4_block_zero_page_range(): zero part of one block through the page cache."""
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
+        if self.config.write_path == "iomap":
+            return (yield from self.ext4_iomap_zero_range(inode, frm, length))
         bs = inode.i_sb.s_blocksize
         ps = self.page_size
         folio = yield from self._filemap_get_folio(mapping, frm // ps, FGP_LOCK | FGP_CREAT)
@@ -643,7 +672,9 @@ class Ext4Inode(KernelBase):
             if err:
                 return err
         if partial_end:
-            err = yield from self.ext4_block_zero_page_range(handle, mapping, lend - partial_end + 1, partial_end)
+            err = yield from self.ext4_block_zero_page_range(
+                handle, mapping, lend - partial_end + 1, partial_end
+            )
             if err:
                 return err
         return 0
@@ -656,7 +687,7 @@ class Ext4Inode(KernelBase):
                 return 0
         bs = inode.i_sb.s_blocksize
         handle = yield from self.ext4_journal_start(inode, "truncate", 8)
-        if inode.i_size % bs:
+        if inode.i_size % bs and self.config.write_path != "iomap":
             yield from self.ext4_block_truncate_page(handle, inode.i_mapping, inode.i_size)
         yield from self.down_write(inode.i_data_sem)
         try:
@@ -690,6 +721,13 @@ class Ext4Inode(KernelBase):
                 if not shrink and oldsize % bs:
                     # the tail of the old last block must read as zeros inside the new size
                     yield from self.ext4_block_truncate_page(handle, mapping, oldsize)
+                    if self.config.write_path == "iomap":
+                        # iomap zeroing past EOF moved i_size: the new size is set just below
+                        inode.i_size = oldsize
+                elif shrink and size % bs and self.config.write_path == "iomap":
+                    # as xfs_setattr_size(): zero the new EOF block's tail while it is still
+                    # inside i_size (iomap zeroing past EOF would extend the file)
+                    yield from self.ext4_block_truncate_page(handle, mapping, size)
                 yield from self.down_write(inode.i_data_sem)
                 inode.i_disksize = size
                 self.ext4_mark_inode_dirty(handle, inode)

@@ -31,7 +31,8 @@ from simkernel.kernel.base import KernelBase
 
 class Ext4Mballoc(KernelBase):
     def EXT4_SB(self, sb: Any) -> Ext4SbInfo:
-        return sb.s_fs_info  # type: ignore[no-any-return]
+        sbi: Ext4SbInfo = sb.s_fs_info
+        return sbi
 
     # -- counters ------------------------------------------------------------------------------------
 
@@ -114,7 +115,9 @@ class Ext4Mballoc(KernelBase):
 
     # -- real allocation (mballoc.c) -----------------------------------------------------------------
 
-    def ext4_mb_new_blocks(self, handle: Any, inode: Ext4InodeInfo, goal: int, length: int, flags: int) -> tuple[int, int]:
+    def ext4_mb_new_blocks(
+        self, handle: Any, inode: Ext4InodeInfo, goal: int, length: int, flags: int
+    ) -> tuple[int, int]:
         """ext4_mb_new_blocks(): allocate up to ``length`` contiguous blocks near ``goal``.
 
         Returns (pblk, count) or (-errno, 0). Marks the bitmap; the caller records the mapping.

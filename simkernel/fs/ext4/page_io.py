@@ -219,7 +219,8 @@ class Ext4PageIO(KernelBase):
                 mpd.give_up_on_write = True
                 inode.i_sb.s_fs_info.messages.append(
                     f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
-                    f"with max blocks {remaining} with error {err}; This should not happen!! Data will be lost"
+                    f"with max blocks {remaining} with error {err}; "
+                    "This should not happen!! Data will be lost"
                 )
                 self.mapping_set_error(inode.i_mapping, err)
                 return err
@@ -396,11 +397,15 @@ class Ext4PageIO(KernelBase):
         self.ext4_release_io_end(io_end)
         return ret
 
-    def ext4_convert_unwritten_extents(self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int) -> KGen:
+    def ext4_convert_unwritten_extents(
+        self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int
+    ) -> KGen:
         """ext4_convert_unwritten_extents(): mark [lblk, lblk+length) written after its data IO."""
         while length > 0:
             map = MapBlocks(lblk, length)
-            ret = yield from self.ext4_map_blocks(handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_CONVERT)
+            ret = yield from self.ext4_map_blocks(
+                handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_CONVERT
+            )
             if ret <= 0:
                 return ret or -5
             lblk += ret

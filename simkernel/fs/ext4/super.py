@@ -65,9 +65,13 @@ class Ext4Super(KernelBase):
             layout.inode_bitmap,
             layout.inode_table,
         ):
-            raise CorruptImageError("group 0 tables are not where the model puts them", where="group descriptor 0")
+            raise CorruptImageError(
+                "group 0 tables are not where the model puts them", where="group descriptor 0"
+            )
         bitmap = np.ones(layout.blocks_count, dtype=bool)
-        bitmap[layout.first_data_block :] = ondisk.decode_bitmap(read(layout.block_bitmap), layout.group_blocks)
+        bitmap[layout.first_data_block :] = ondisk.decode_bitmap(
+            read(layout.block_bitmap), layout.group_blocks
+        )
         ibitmap = ondisk.decode_bitmap(read(layout.inode_bitmap), layout.inodes_count)
         sbi = Ext4SbInfo(
             layout=layout,
@@ -197,8 +201,10 @@ class Ext4Super(KernelBase):
             start = off % bs
             if inode is None:
                 continue
-            raw, tree = self.ext4_raw_inode(inode)
-            sbi.itable_raw[blk][start : start + layout.inode_size] = ondisk.encode_inode(raw, layout.inode_size)
+            raw, tree = self.ext4_raw_inode(inode)  # type: ignore[arg-type]
+            sbi.itable_raw[blk][start : start + layout.inode_size] = ondisk.encode_inode(
+                raw, layout.inode_size
+            )
             out[blk] = bytes(sbi.itable_raw[blk])
             out.update(tree)
         if dir:
@@ -212,7 +218,11 @@ class Ext4Super(KernelBase):
         sbi: Ext4SbInfo = self.sb.s_fs_info
         bs = sbi.layout.block_size
         entries = [
-            ondisk.DirEntry(ino, name.encode(), ondisk.EXT4_FT_DIR if name in (".", "..", "lost+found") else ondisk.EXT4_FT_REG_FILE)
+            ondisk.DirEntry(
+                ino,
+                name.encode(),
+                ondisk.EXT4_FT_DIR if name in (".", "..", "lost+found") else ondisk.EXT4_FT_REG_FILE,
+            )
             for name, ino in sbi.root_entries.items()
         ]
         blocks: dict[int, bytes] = {}
@@ -285,7 +295,10 @@ class Ext4Super(KernelBase):
             return f"inode table {blk - layout.inode_table}"
         if blk in sbi.root_dir_blocks:
             return "root directory"
-        if layout.journal_blocks and layout.journal_start <= blk < layout.journal_start + layout.journal_blocks:
+        if (
+            layout.journal_blocks
+            and layout.journal_start <= blk < layout.journal_start + layout.journal_blocks
+        ):
             return f"journal {blk - layout.journal_start}"
         return f"block {blk}"
 
@@ -402,7 +415,7 @@ class Ext4Super(KernelBase):
         root = self.root_inode
         while len(sbi.root_dir_blocks) < need:
             lblk = len(sbi.root_dir_blocks)
-            pblk, count = self.ext4_mb_new_blocks(handle, root, sbi.root_dir_blocks[-1] + 1, 1, 0)
+            pblk, _ = self.ext4_mb_new_blocks(handle, root, sbi.root_dir_blocks[-1] + 1, 1, 0)
             if pblk < 0:
                 del sbi.root_entries[name]
                 return pblk

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simkernel.fs.vfs import Inode
     from simkernel.mm.folio import Folio
 
 # iomap types
@@ -37,7 +36,7 @@ IOMAP_NULL_ADDR = -1
 class IomapFolioOps:
     """struct iomap_folio_ops: ``iomap_valid`` is the 6.2 validity check (None before it existed)."""
 
-    iomap_valid: Callable[[Inode, Iomap], bool] | None = None
+    iomap_valid: Callable[[Any, Iomap], bool] | None = None
 
 
 @dataclass
@@ -54,7 +53,8 @@ class Iomap:
     folio_ops: IomapFolioOps | None = None
 
     def describe(self) -> str:
-        return f"{self.type}[{self.offset}, {self.offset + self.length}) flags={self.flags:#x} cookie={self.validity_cookie}"
+        end = self.offset + self.length
+        return f"{self.type}[{self.offset}, {end}) flags={self.flags:#x} cookie={self.validity_cookie}"
 
 
 @dataclass

@@ -32,13 +32,18 @@ class IomapIterMixin(KernelBase):
         """iomap_iter_done(): sanity checks on the mapping ->iomap_begin returned."""
         self.WARN_ON(it.iomap.offset > it.pos, "iter->iomap.offset > iter->pos")
         self.WARN_ON(it.iomap.length == 0, "iter->iomap.length == 0")
-        self.WARN_ON(it.iomap.offset + it.iomap.length <= it.pos, "iter->iomap.offset + iter->iomap.length <= iter->pos")
+        self.WARN_ON(
+            it.iomap.offset + it.iomap.length <= it.pos,
+            "iter->iomap.offset + iter->iomap.length <= iter->pos",
+        )
         self.WARN_ON(it.iomap.flags & IOMAP_F_STALE, "iter->iomap.flags & IOMAP_F_STALE")
 
     def iomap_iter(self, it: IomapIter, ops: IomapOps) -> KGen:
         """iomap_iter(): finish the previous mapping (->iomap_end), advance, map the next range."""
         if it.iomap.length and ops.iomap_end is not None:
-            ret = yield from ops.iomap_end(it.inode, it.pos, it.length(), max(it.processed, 0), it.flags, it.iomap)
+            ret = yield from ops.iomap_end(
+                it.inode, it.pos, it.length(), max(it.processed, 0), it.flags, it.iomap
+            )
             if ret < 0 and not it.processed:
                 return ret
         ret = self.iomap_iter_advance(it)

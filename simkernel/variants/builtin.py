@@ -1,0 +1,139 @@
+"""The built-in variants: the two seed bugs and their fixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simkernel.fs.ext4.ext4 import (
+    EXT4_EXTENTS_FL,
+    EXT4_INLINE_DATA_FL,
+    EXT4_STATE_MAY_INLINE_DATA,
+    Ext4InodeInfo,
+    Extent,
+)
+from simkernel.fs.iomap.iomap import Iomap
+from simkernel.fs.vfs import File
+from simkernel.kernel.sched import KGen
+from simkernel.mm.filemap import FGP_LOCK
+from simkernel.mm.memory import VmArea
+from simkernel.variants.base import Variant
+
+
+class IomapWithCookie(Variant):
+    name = "iomap"
+    description = "iomap buffered writes with the validity cookie (Linux 6.2+): a stale mapping is remapped"
+    requires = {"write_path": "iomap"}
+    kind = "fix"
+
+
+class IomapNoCookie(Variant):
+    name = "iomap-nocookie"
+    description = "iomap buffered writes without the validity check (before 6.2, d7b64041164c)"
+    requires = {"write_path": "iomap"}
+    kind = "bug"
+
+    def ext4_iomap_valid(self, inode: Ext4InodeInfo, iomap: Iomap) -> bool:
+        """Before 6.2 there was no ->iomap_valid: every cached mapping counted as valid."""
+        return True
+
+
+class Ext4Inline(Variant):
+    name = "ext4-inline"
+    description = (
+        "ext4 with inline data: page_mkwrite converts inline data, restoring it when allocation fails"
+    )
+    requires = {"write_path": "ext4", "inline_data": True}
+    kind = "bug"
+
+
+class Ext4InlineV2(Variant):
+    name = "ext4-inline-v2"
+    description = (
+        "Cascardo's v2 fix: convert inline data in ->mmap under inode_lock (takes i_rwsem under mmap_lock)"
+    )
+    requires = {"write_path": "ext4", "inline_data": True}
+    kind = "bug"
+
+    def ext4_file_mmap(self, file: File, vma: VmArea) -> KGen:
+        """ext4_file_mmap() with the v2 patch: the conversion moves here from page_mkwrite. With
+        MAY_INLINE_DATA cleared at mmap, page_mkwrite's own call finds nothing left to convert."""
+        inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
+        yield from self.inode_lock(inode)
+        ret = yield from self.ext4_convert_inline_data(inode)
+        self.inode_unlock(inode)
+        if ret:
+            return ret
+        return (yield from super().ext4_file_mmap(file, vma))  # type: ignore[misc]
+
+
+class Ext4InlineFixed(Variant):
+    name = "ext4-inline-fixed"
+    description = (
+        "a sound conversion: under folio 0's lock (which inline writers hold from write_begin to "
+        "write_end), allocate and fill the block first, then switch inline -> extent once"
+    )
+    requires = {"write_path": "ext4", "inline_data": True}
+    kind = "fix"
+
+    def ext4_convert_inline_data(self, inode: Ext4InodeInfo) -> KGen:
+        """Convert with folio 0 locked: an inline write_begin..write_end holds that lock, so the
+        inline state cannot change between a writer's two decisions."""
+        if not self.ext4_has_inline_data(inode):
+            self.ext4_clear_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)
+            return 0
+        if not self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA):
+            error = yield from self.filemap_flush(inode.i_mapping)
+            if error:
+                return error
+            if not self.ext4_has_inline_data(inode):
+                return 0
+        handle = yield from self.ext4_journal_start(inode, "write_page", 4)
+        folio = yield from self._filemap_get_folio(inode.i_mapping, 0, FGP_LOCK)
+        no_expand = yield from self.ext4_write_lock_xattr(inode)
+        error = 0
+        if self.ext4_has_inline_data(inode):
+            error = yield from self.ext4_convert_inline_data_nolock(handle, inode)
+        self.ext4_write_unlock_xattr(inode, no_expand)
+        if folio is not None:
+            self.folio_unlock(folio)
+        self.ext4_journal_stop(handle)
+        return error
+
+    def ext4_convert_inline_data_nolock(self, handle: Any, inode: Ext4InodeInfo) -> KGen:
+        """Allocate a block and write the inline data into it; only when both succeeded, switch the
+        inode from inline to extent-mapped in one step. On failure nothing visible changed."""
+        inline_size = self.ext4_get_inline_size(inode)
+        buf = self.ext4_read_inline_data(inode, inline_size)
+        pblk, _ = self.ext4_mb_new_blocks(handle, inode, 0, 1, 0)
+        if pblk < 0:
+            return pblk
+        bs = inode.i_sb.s_blocksize
+        error = yield from self.ext4_write_metadata_block(
+            handle, pblk, buf + bytes(bs - len(buf)), f"inline->block ino={inode.i_ino}"
+        )
+        if error:
+            self.ext4_free_blocks(handle, inode, pblk, 1)
+            return error
+        # the switch: no lock-free reader can observe a state in between
+        yield from self.down_write(inode.i_data_sem)
+        inode.i_inline_value = bytearray()
+        inode.i_data[:] = bytes(len(inode.i_data))
+        inode.i_flags &= ~EXT4_INLINE_DATA_FL
+        inode.i_flags |= EXT4_EXTENTS_FL
+        inode.i_extents = [Extent(0, 1, pblk, False)]
+        inode.i_inline_off = 0
+        inode.i_inline_size = 0
+        self.ext4_clear_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)
+        self.ext4_es_bump_seq(inode)
+        self.ext4_mark_inode_dirty(handle, inode)
+        self.up_write(inode.i_data_sem)
+        return 0
+
+
+BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
+    IomapWithCookie,
+    IomapNoCookie,
+    Ext4Inline,
+    Ext4InlineV2,
+    Ext4InlineFixed,
+)
