@@ -67,9 +67,8 @@ class Verdict:
     def render(self, source: str = "") -> str:
         ex = self.execution
         head = f"{source}: " if source else ""
-        lines = [
-            f"{head}{'FINDING' if self.findings else 'clean'} ({ex.steps} steps, variants: {', '.join(ex.variants) or '-'})"
-        ]
+        status = "FINDING" if self.findings else "clean"
+        lines = [f"{head}{status} ({ex.steps} steps, variants: {', '.join(ex.variants) or '-'})"]
         for name, info in summarize(ex).items():
             lines.append(f"  file {name}: size {info['size']} sha256 {info['sha256']}")
         if ex.image is not None:
