@@ -76,10 +76,6 @@ class Config:
         # the on-disk layout owns the remaining rules (one block group, room for metadata + data)
         from simkernel.fs.ext4.ondisk import compute_layout
 
-        if self.journal:
-            raise GeometryError(
-                "journal=true is not supported yet (jbd2 lands with crash consistency)", where="journal"
-            )
         if self.journal and self.journal_blocks < JBD2_MIN_JOURNAL_BLOCKS:
             raise GeometryError(
                 f"journal_blocks {self.journal_blocks} below jbd2 minimum {JBD2_MIN_JOURNAL_BLOCKS}",
@@ -96,6 +92,8 @@ class Config:
             fld = {"blocks_count": "device_blocks", "inodes_count": "inodes"}.get(err.where or "", err.where)
             msg = err.message.replace("blocks_count", "device_blocks").replace("inodes_count", "inodes")
             raise GeometryError(msg, where=fld) from None
+        if self.journal:
+            raise GeometryError("journal=true is not supported yet (jbd2 lands with crash consistency)", where="journal")
         return self
 
     def to_json(self) -> dict[str, Any]:
