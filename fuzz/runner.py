@@ -234,7 +234,7 @@ def execute(
                 f"T{tid}", _thread(machine, rec, tid, calls, _open_all(machine, program.files))
             )
         machine.run_program()
-    machine.quiesce()
+    machine.unmount()
     if machine.stopped:
         machine.sched.shutdown()
     image: np.ndarray | None = None

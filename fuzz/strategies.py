@@ -81,7 +81,7 @@ def configs(
     * ``write_path``: ``"ext4"`` or ``"iomap"`` (default: drawn, shrinking toward ``"ext4"``);
     * ``inline_data``: (default: drawn when ``write_path`` is ``"ext4"``, else ``False``);
     * ``delalloc``: (default: drawn, shrinking toward ``True``);
-    * ``journal``: (default: ``False`` until the jbd2 journal lands); a journal gets the jbd2 minimum
+    * ``journal``: (default: drawn, shrinking toward ``False``); a journal gets the jbd2 minimum
       of ``JBD2_MIN_JOURNAL_BLOCKS`` blocks.
 
     ``device_blocks`` is drawn from the smallest size that fits the metadata plus 16 data blocks
@@ -93,8 +93,7 @@ def configs(
     bs_st = st.sampled_from((4096, 1024, 2048)) if block_size is None else _strategy(block_size)
     wp_st = st.sampled_from(WRITE_PATHS) if write_path is None else _strategy(write_path)
     da_st = st.sampled_from((True, False)) if delalloc is None else _strategy(delalloc)
-    # a journal is drawn only once the model supports one (Config.validate refuses it until then)
-    j_st = st.just(False) if journal is None else _strategy(journal)
+    j_st = st.sampled_from((False, True)) if journal is None else _strategy(journal)
     assert set(BLOCK_SIZES) == {1024, 2048, 4096}, "update configs() for the new BLOCK_SIZES"
 
     @st.composite

@@ -8,6 +8,7 @@ the syscalls and that every read returned data some linearization allows.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,10 @@ class Verdict:
             "findings": [f.to_json() for f in self.findings],
             "files": summarize(ex),
             "image_sha256": ex.image_digest(),
+            "history_sha256": hashlib.sha256(ex.history.dumps().encode()).hexdigest(),
+            "trace_sha256": hashlib.sha256(
+                "\n".join(f"{t.step} {t.who} {t.what}" for t in ex.trace).encode()
+            ).hexdigest(),
             "steps": ex.steps,
             "variants": list(ex.variants),
         }

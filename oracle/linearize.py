@@ -20,11 +20,15 @@ explained yet, ``[lo, hi]`` the sizes the file may have at this point. Placing e
 last of ``R`` is possible only if ``E`` is maximal in ``R`` and, on every byte of ``U`` it writes,
 its value equals the target byte: that is per-byte provenance, and since data patterns are random
 non-zero bytes almost every wrong choice dies at once. ``E`` then explains those bytes (they leave
-``U``) and ``[lo, hi]`` becomes its pre-image under ``E``'s size change. When ``R`` holds only
-unfinished ops, the bytes still in ``U`` must equal the initial content and the initial size
-must lie in ``[lo, hi]``. Bytes past the size are zero at every moment (the model keeps that
-invariant), so the file is an infinite zero-extended array, truncate zeroes ``[size, inf)`` and
-growth changes no byte.
+``U``) and ``[lo, hi]`` becomes its pre-image under ``E``'s size change. An unfinished op may
+instead be dropped (it never took effect). When ``R`` holds only unfinished ops, the bytes still
+in ``U`` must equal the initial content and the initial size must lie in ``[lo, hi]``.
+
+Bytes past the size are zero at every moment (the model keeps that invariant), so the file is an
+infinite zero-extended array, truncate zeroes ``[size, inf)`` and growth changes no byte. The same
+invariant normalizes states: the size here is at most ``hi``, so bytes of ``U`` at or above ``hi``
+are zero now and, unwritten later, zero at the end -- they must be zero in the target and leave
+``U``.
 
 Choices are folded so that each event yields one move, except stores:
 
@@ -35,17 +39,19 @@ Choices are folded so that each event yields one move, except stores:
 * a store lands only below the size of that moment, so it branches on where that size lies
   relative to the still-unexplained bytes of its page; sizes strictly inside them are enumerated,
   restricted to the values some event can actually produce (a size is always the initial size, a
-  truncate's size, the end of a write, fallocate or grown prefix);
-* an event whose move changes nothing (all its bytes are overwritten later and its size change is
-  absorbed) is placed at once without branching (a partial-order reduction, proved safe in
-  ``_free`` below);
+  truncate's size, the end of a write, fallocate or grown prefix) and, by the normalization above,
+  to sizes past the last unexplained non-zero target byte;
+* an event whose bytes are all overwritten later and whose size change is absorbed is placed at
+  once, without trying the other candidates (a partial-order reduction, proved safe in ``_free``
+  below);
 * states are memoized, so commuting events cost ``2**k`` states, not ``k!`` orders.
 
 The number of states is at most the number of down-sets of the interval order, ``O(n * 2**w)`` for
 ``n`` events of which at most ``w`` overlap in time (Helly: pairwise overlapping intervals share a
-point), times a few size/``U`` variants; each move costs ``O(|U| log m)`` with precomputed
-mismatch runs. A run that matches is found by a depth-first search that rarely backtracks, so a
-50-op history takes a few milliseconds (see ``bench/bench_oracle.py``).
+point), times a few size/``U`` variants; each move costs ``O(|U| log m)`` with mismatch runs
+precomputed in ``O(bytes written)`` (numpy). A history that matches is found by a depth-first
+search that rarely backtracks: a 50-op history takes 1-3 ms (see ``bench/bench_oracle.py``). The
+worst case is exponential in ``w`` (linearizability checking is NP-complete), not in ``n``.
 
 When no linearization matches, a best-first search (Dijkstra) over the same states with cost =
 number of differing bytes finds the closest linearization -- among those where partial effects
@@ -220,9 +226,9 @@ class Mismatch:
                 parts.append(f"{self.differing_bytes} bytes differ in all")
         if self.size_expected != self.size_found:
             if self.kind == "final":
-                parts.append(
-                    f"size is {self.size_found}, expected {self.size_expected} ({self.size_by.text()})"
-                )
+                op = self.size_by.op
+                setter = f"set by op {op.index} ({op.describe()})" if op is not None else "the initial size"
+                parts.append(f"size is {self.size_found}, expected {self.size_expected} ({setter})")
             else:
                 parts.append(f"returned {self.size_found} bytes, expected {self.size_expected}")
         head = f"file {self.file}: "
@@ -281,17 +287,25 @@ class _Runs:
         """How many positions of ``[x, y)`` lie in runs."""
         return self._below(y) - self._below(x) if y > x else 0
 
+    def last(self, x: int, y: int) -> int:
+        """The largest position in a run inside ``[x, y)``, or -1."""
+        j = bisect_left(self.starts, y) - 1
+        if j >= 0 and self.ends[j] > x:
+            return min(self.ends[j], y) - 1
+        return -1
+
 
 _NO_RUNS = _Runs([], [])
 
 
 def _runs_of_mask(mask: np.ndarray, base: int) -> _Runs:
+    """Runs of True in a boolean array, offset by ``base``."""
     if not mask.any():
         return _NO_RUNS
-    edges = np.diff(mask.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = (np.flatnonzero(edges == 1) + base).tolist()
-    ends = (np.flatnonzero(edges == -1) + base).tolist()
-    return _Runs(starts, ends)
+    padded = np.zeros(len(mask) + 2, dtype=np.bool_)
+    padded[1:-1] = mask
+    edges = (np.flatnonzero(padded[1:] != padded[:-1]) + base).tolist()  # start, end, start, ...
+    return _Runs(edges[0::2], edges[1::2])
 
 
 def _runs_of_pairs(a: bytes, b: bytes, base: int) -> _Runs:
@@ -343,7 +357,7 @@ class _Target:
     def zero_runs(self) -> _Runs:
         """Where the target is not zero (what a zeroing event cannot explain)."""
         if self._zero_runs is None:
-            self._zero_runs = _runs_of_pairs(self.data, bytes(len(self.data)), self.base)
+            self._zero_runs = _runs_of_mask(np.frombuffer(self.data, dtype=np.uint8) != 0, self.base)
         return self._zero_runs
 
 
@@ -497,6 +511,8 @@ def _add(u: _U, a: int, b: int) -> _U:
 
 
 _State = tuple[int, _U, int, int]  # (R bitmask, U, lo, hi)
+#: the choice of an unfinished op that is left out (it never took effect)
+_DROP: Final = "drop"
 _Move = tuple[int, _U, int, int, Any]  # (cost, U', lo', hi', choice)
 
 
@@ -521,23 +537,23 @@ class _FileSearch:
         his_keys = [evs[i].hi for i in his_sorted]
         # program order within a thread comes from (seq, store position), not from the step keys:
         # a store and the thread's next invoke may share a step
-        thread_prev: dict[int, int] = {}
+        program = sorted(range(n), key=lambda i: (evs[i].op.tid, evs[i].op.seq, evs[i].pos))
         same_before = [0] * n
-        for i in sorted(range(n), key=lambda i: (evs[i].op.tid, evs[i].op.seq, evs[i].pos)):
-            tid = evs[i].op.tid
-            same_before[i] = thread_prev.get(tid, 0)
-            thread_prev[tid] = same_before[i] | 1 << i
+        same_after = [0] * n
+        seen: dict[int, int] = {}
+        for i in program:
+            same_before[i] = seen.get(evs[i].op.tid, 0)
+            seen[evs[i].op.tid] = same_before[i] | 1 << i
+        seen = {}
+        for i in reversed(program):
+            same_after[i] = seen.get(evs[i].op.tid, 0)
+            seen[evs[i].op.tid] = same_after[i] | 1 << i
         full = (1 << n) - 1
         self.full = full
+        # A precedes B iff A.hi < B.lo (or program order): B's predecessors are a prefix of the
+        # events sorted by hi, A's successors a suffix of the events sorted by lo (the bit order)
         self.pred = [prefix_by_hi[bisect_left(his_keys, evs[i].lo)] | same_before[i] for i in range(n)]
-        succ = [0] * n
-        for i in range(n):
-            p = self.pred[i]
-            while p:  # succ is the transpose of pred
-                low = p & -p
-                succ[low.bit_length() - 1] |= 1 << i
-                p ^= low
-        self.succ = succ
+        self.succ = [full & ~((1 << bisect_right(self.los, evs[i].hi)) - 1) | same_after[i] for i in range(n)]
         self.by_hi_desc = sorted(range(n), key=lambda i: evs[i].hi, reverse=True)
         self.optional = sum(1 << i for i, e in enumerate(evs) if e.optional)
         self.stores = sum(1 << i for i, e in enumerate(evs) if e.kind == _S)
@@ -561,7 +577,6 @@ class _FileSearch:
         self.zero: _Runs = _NO_RUNS
         self.init_runs: _Runs = _NO_RUNS
         self.target = _Target(0, b"", INF)
-        self.read_ev = -1
         self.read_range: tuple[int, int] = (0, 0)
         self.read_size: tuple[int, int] = (0, INF)
 
@@ -626,16 +641,19 @@ class _FileSearch:
                 yield i
 
     def _free(self, i: int, r: int, u: _U, lo: int) -> bool:
-        """Whether placing maximal event ``i`` now is forced without loss (partial-order reduction).
+        """Whether maximal event ``i`` may be placed now without trying the other candidates
+        (partial-order reduction).
 
-        Holds when its move changes nothing: every byte it may write is explained by later events
-        (none in ``U``) and its size change is absorbed (largest growth ``<= lo``). Then any
-        linearization of ``r`` can move ``i`` to the end of ``r`` and keep the final state: the
-        bytes it wrote are overwritten later anyway; a size change ``max(., g)`` with ``g <= lo``
-        commutes with the later ones and is absorbed by the size at the end of ``r`` (which is
-        ``>= lo``); the events it jumps over behave the same -- except a store (it lands only below
-        the current size) and a read (it sees the bytes), so a size-changing event needs every store
-        still in ``r`` to precede it, and no read may be pending at all.
+        Holds when every byte it may write is explained by later events (none in ``U``) and its
+        size change is absorbed (largest growth ``<= lo``). Then a linearization of ``r`` that
+        works can move ``i`` to the end of ``r`` and keep the final state: the bytes it wrote are
+        overwritten later anyway; a size change ``max(., g)`` with ``g <= lo`` commutes with the
+        later ones and is absorbed by the size at the end of ``r`` (which is ``>= lo``); the events
+        it jumps over behave the same -- except a store (it lands only below the current size) and
+        a read (it sees the bytes), so a size-changing event needs every store still in ``r`` to
+        precede it, and no read may be pending at all. The rest of that linearization then ends
+        with a size in the pre-image of ``[lo, hi]`` under ``i``'s size change, which is what
+        ``i``'s own move produces (for a partial effect: the move of the dominant choice).
         """
         e = self.evs[i]
         k = e.kind
@@ -650,7 +668,41 @@ class _FileSearch:
     def _moves(self, i: int, u: _U, lo: int, hi: int, exact: bool) -> list[_Move]:
         """Placing event ``i`` last, from state ``(U, [lo, hi])``: ``(cost, U', lo', hi', choice)``
         where cost counts bytes of ``U`` it would set to a wrong value (exact mode: only cost 0).
-        ``choice`` is what a forward replay needs (prefix length / grown size of partial effects)."""
+        ``choice`` is what a forward replay needs (prefix length / grown size of partial effects).
+        Every resulting state is normalized (see :meth:`_normalize`)."""
+        out: list[_Move] = []
+        for cost, nu, nlo, nhi, choice in self._raw_moves(i, u, lo, hi, exact):
+            if nhi < INF and nu and nu[-1] > nhi:
+                extra, nu = self._normalize(nu, nhi, exact)
+                if extra < 0:
+                    continue
+                cost += extra
+            out.append((cost, nu, nlo, nhi, choice))
+        return out
+
+    def _normalize(self, u: _U, hi: int, exact: bool) -> tuple[int, _U]:
+        """Drop the bytes of ``U`` at or above ``hi``: the size here is at most ``hi``, so they are
+        zero at this point (bytes past the size always are) and, as no later event writes them,
+        zero at the end. Returns ``(cost, U')``: the target must be zero there (exact mode: cost
+        -1 if it is not; cost mode: the count of non-zero target bytes)."""
+        cost = 0
+        for x, y in _pieces(u, hi, INF):
+            if exact:
+                if self.zero.first(x, y) >= 0:
+                    return -1, u
+            else:
+                cost += self.zero.count(x, y)
+        return cost, _sub(u, hi, INF)
+
+    def _last_nonzero(self, u: _U) -> int:
+        """The largest position of ``U`` whose target byte is not zero (-1: none)."""
+        for k in range(len(u) - 2, -1, -2):
+            p = self.zero.last(u[k], u[k + 1])
+            if p >= 0:
+                return p
+        return -1
+
+    def _raw_moves(self, i: int, u: _U, lo: int, hi: int, exact: bool) -> list[_Move]:
         e = self.evs[i]
         k = e.kind
         runs = self.runs[i]
@@ -730,11 +782,14 @@ class _FileSearch:
         first_hi = min(hi, pieces[0][0])
         if lo <= first_hi and self._producible_any(lo, first_hi):
             moves.append((0, u, lo, first_hi, None))  # s below every unexplained byte: no effect
+        # a size s leaves the bytes of U at or above s to be zero (see _normalize): in exact mode
+        # only sizes past the last non-zero target byte of U can work
+        floor = max(lo - 1, self._last_nonzero(u)) if exact else lo - 1
         cost = 0
         for j, (x, y) in enumerate(pieces):
             m = runs.first(x, y)
             # s strictly inside this piece: the store covers [a, s); each s is its own state
-            for s in self._producible_between(max(x, lo - 1), min(y, hi + 1), exact):
+            for s in self._producible_between(max(x, floor), min(y, hi + 1), exact):
                 if exact and m >= 0 and s > m:
                     break
                 moves.append((cost + (0 if exact else runs.count(x, s)), _sub(u, e.a, s), s, s, None))
@@ -751,8 +806,8 @@ class _FileSearch:
     def _prefix_write_moves(
         self, e: _Ev, runs: _Runs, u: _U, lo: int, hi: int, exact: bool, moves: list[_Move]
     ) -> None:
-        """An unfinished pwrite wrote its first ``k`` bytes (``k >= 1``; ``k = 0`` is leaving it
-        unplaced). Among the ``k`` that match ``U``, the largest of each size class dominates:
+        """An unfinished pwrite wrote its first ``k`` bytes (``k >= 1``; ``k = 0`` is dropping it
+        altogether). Among the ``k`` that match ``U``, the largest of each size class dominates:
         ``a+k >= lo`` gives pre-image ``[0, hi]``, ``a+k < lo`` keeps ``[lo, hi]``."""
         a = e.a
         km = e.b - a
@@ -809,12 +864,20 @@ class _FileSearch:
         cands = list(self._maximal(r))
         for i in cands:
             if self._free(i, r, u, lo):
-                yield (r & ~(1 << i), u, lo, hi)
+                # its own moves still apply (a size change widens [lo, hi]); none of the others
+                moves = self._moves(i, u, lo, hi, True)
+                for _, nu, nlo, nhi, _ in moves:
+                    yield (r & ~(1 << i), nu, nlo, nhi)
+                if not moves and self.evs[i].optional:
+                    yield (r & ~(1 << i), u, lo, hi)
                 return
         for i in cands:
             nr = r & ~(1 << i)
             for _, nu, nlo, nhi, _ in self._moves(i, u, lo, hi, True):
                 yield (nr, nu, nlo, nhi)
+        for i in cands:
+            if self.evs[i].optional:  # an unfinished op that never took effect: drop it
+                yield (r & ~(1 << i), u, lo, hi)
 
     def feasible(self, start: _State) -> bool:
         """Depth-first search for a linearization; failures are memoized."""
@@ -863,7 +926,10 @@ class _FileSearch:
             free = next((i for i in cands if self._free(i, r, u, lo)), -1)
             for i in [free] if free >= 0 else cands:
                 nr = r & ~(1 << i)
-                for dc, nu, nlo, nhi, choice in self._moves(i, u, lo, hi, False):
+                moves = self._moves(i, u, lo, hi, False)
+                if self.evs[i].optional:
+                    moves.append((0, u, lo, hi, _DROP))
+                for dc, nu, nlo, nhi, choice in moves:
                     child = (nr, nu, nlo, nhi)
                     nc = cost + dc
                     if nc < dist.get(child, INF):
@@ -951,6 +1017,8 @@ class _FileSearch:
             e = self.evs[i]
             if e.kind == _OBS:
                 break
+            if choice == _DROP:
+                continue
             before = len(buf)
             apply_effect(buf, self._prims(i, choice), tags, e.op.index)
             if len(buf) != before or e.kind == _T:
@@ -981,9 +1049,9 @@ def _found_source(search: _FileSearch, start: int, found: bytes) -> Source:
         if e.data is None or e.kind not in (_W, _S, _PW) or e.b <= start or e.a >= end:
             continue
         lo, hi = max(start, e.a), min(end, e.b)
-        theirs = e.data[lo - e.a : hi - e.a]
-        ours = found[lo - start : hi - start]
-        matched = sum(1 for p, q in zip(theirs, ours) if p == q)
+        theirs = np.frombuffer(e.data, dtype=np.uint8, count=hi - lo, offset=lo - e.a)
+        ours = np.frombuffer(found, dtype=np.uint8, count=hi - lo, offset=lo - start)
+        matched = int(np.count_nonzero(theirs == ours))
         if matched > best[0]:
             best = (matched, e.op)
     if best[1] is not None and best[0] * 2 >= len(found):
@@ -1073,7 +1141,7 @@ def check_final(history: History, final: Mapping[str, bytes]) -> list[Mismatch]:
                 size_expected=len(expected),
                 size_found=len(found),
                 size_by=Source("initial") if size_by < 0 else Source("op", history.op(size_by), 1, 1),
-                linearization=tuple(search.evs[i].name() for i, _ in order),
+                linearization=tuple(search.evs[i].name() for i, c in order if c != _DROP),
             )
         )
     return out
@@ -1104,7 +1172,6 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
     assert read.out is not None
     off, length, n = read.arg("off"), read.arg("len"), len(read.out)
     ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
-    search.read_ev = ri
     search.read_range = (off, off + n)
     if short_reads or n == length:
         search.read_size = (off + n if n else 0, INF)  # the file held at least the bytes returned
@@ -1139,6 +1206,6 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
         size_expected=expected_n,
         size_found=n,
         size_by=Source("unknown"),
-        linearization=tuple(search.evs[i].name() for i, _ in order),
+        linearization=tuple(search.evs[i].name() for i, c in order if c != _DROP),
         read=read,
     )

@@ -443,7 +443,9 @@ class Call:
     ``args`` as in :data:`oracle.history.ARG_KEYS`; ``data`` is the user buffer (pwrite/mwrite,
     ``len`` bytes). ``errno`` > 0 makes a pwrite/creat/truncate/fallocate fail with ``-errno``;
     ``written`` makes a pwrite short; a failed fallocate leaves the partial effect ``prefix`` (bytes
-    zeroed at the start of its range) and ``grow_to`` (the size grows to at least that).
+    zeroed at the start of its range; zeroing modes only) and ``grow_to`` (the size grows to at
+    least that, at most ``off+len``; alloc and zero_range only) -- :func:`simulate` raises
+    ``ValueError`` for a partial effect the mode cannot have.
     """
 
     op: str
@@ -493,7 +495,13 @@ def _effect_of_call(c: Call) -> tuple[int, Effect]:
     if c.errno:
         if c.op != "fallocate":
             return -c.errno, ()
-        off = int(c.args["off"])
+        off, length, mode = int(c.args["off"]), int(c.args["len"]), str(c.args["mode"])
+        if (c.prefix and mode not in ("punch_hole", "zero_range", "zero_range_keep_size")) or not (
+            0 <= c.prefix <= length
+        ):
+            raise ValueError(f"a failed fallocate {mode} cannot zero a prefix of {c.prefix} bytes")
+        if (c.grow_to and mode not in ("alloc", "zero_range")) or not 0 <= c.grow_to <= off + length:
+            raise ValueError(f"a failed fallocate {mode} cannot grow the file to {c.grow_to}")
         eff: list[Prim] = []
         if c.prefix:
             eff.append(Prim.zero(off, c.prefix))

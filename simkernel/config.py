@@ -92,8 +92,6 @@ class Config:
             fld = {"blocks_count": "device_blocks", "inodes_count": "inodes"}.get(err.where or "", err.where)
             msg = err.message.replace("blocks_count", "device_blocks").replace("inodes_count", "inodes")
             raise GeometryError(msg, where=fld) from None
-        if self.journal:
-            raise GeometryError("journal=true is not supported yet (jbd2 lands with crash consistency)", where="journal")
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -145,9 +145,17 @@ class Machine:
             return
         self.run_to_completion(self.kernel.sys_sync(), "sync")
 
+    def unmount(self) -> None:
+        """umount: quiesce, then ext4_put_super() (journal emptied, superblock clean)."""
+        self.quiesce()
+        if self.sched.stopped:
+            return
+        self.run_to_completion(self.kernel.ext4_put_super(), "umount")
+        self.sched.run(lambda: not self.kernel.inflight)
+
     def remount(self) -> None:
         """unmount + mount: write everything back, drop all in-memory state, rebuild it from disk."""
-        self.quiesce()
+        self.unmount()
         if self.sched.stopped:
             return
         config = self.config

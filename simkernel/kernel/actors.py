@@ -56,6 +56,15 @@ class Actors(KernelBase):
                             "writeback",
                         )
                     )
+        journal = sb.s_fs_info.s_journal
+        if "writeback" in enabled and journal is not None:
+            # kjournald2's periodic commit, and metadata writeback that checkpoints the log
+            if journal.running is not None and (
+                journal.commit_task is None or journal.commit_task.state == "done"
+            ):
+                acts.append(Action("jbd2 commit", self._commit_action, "writeback"))
+            if journal.checkpoint_list and journal.committing is None:
+                acts.append(Action("jbd2 checkpoint", self._checkpoint_action, "writeback"))
         if "reclaim" in enabled:
             for ino in sorted(sb.s_inodes):
                 mapping = sb.s_inodes[ino].i_mapping
@@ -113,6 +122,15 @@ class Actors(KernelBase):
             return None
 
         return run
+
+    def _commit_action(self) -> Task | None:
+        journal = self.sb.s_fs_info.s_journal
+        self.jbd2_log_start_commit(journal)
+        return journal.commit_task  # type: ignore[no-any-return]
+
+    def _checkpoint_action(self) -> Task | None:
+        journal = self.sb.s_fs_info.s_journal
+        return self.sched.spawn("jbd2/checkpoint", self.jbd2_log_do_checkpoint(journal))
 
     def _drop_caches_action(self) -> Task | None:
         self.drop_caches()

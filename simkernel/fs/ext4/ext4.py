@@ -147,6 +147,8 @@ class Ext4SbInfo:
     s_journal: Any = None
     #: blocks freed but not reusable until the freeing transaction commits (jbd2)
     s_freed_pending: list[int] = field(default_factory=list)
+    #: the allocator's view of those blocks (True = freed, not yet allocatable)
+    pending_mask: Any = None
     #: raw inode table blocks as last read/written (slots of unknown inodes are preserved)
     itable_raw: dict[int, bytearray] = field(default_factory=dict)
     #: metadata that must be written at the next sync: "bitmaps", "sb", inode numbers

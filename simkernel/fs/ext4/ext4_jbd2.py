@@ -40,12 +40,14 @@ class Ext4Jbd2(KernelBase):
         ref_cnt -= 1
         self.current.journal_info = ref_cnt or None
 
-    def ext4_journal_start(self, inode: Ext4InodeInfo, h_type: str, nblocks: int = 1) -> KGen:
+    def ext4_journal_start(
+        self, inode: Ext4InodeInfo, h_type: str, nblocks: int = 1, *, reserved: bool = False
+    ) -> KGen:
         """__ext4_journal_start(): returns a handle (a jbd2 handle or a no-journal reference)."""
         journal = inode.i_sb.s_fs_info.s_journal
         if journal is None:
             return self.ext4_get_nojournal()
-        return (yield from self.jbd2_journal_start(journal, h_type, nblocks))
+        return (yield from self.jbd2_journal_start(journal, h_type, nblocks, reserved=reserved))
 
     def ext4_journal_start_sb(self, sb: Any, h_type: str, nblocks: int = 1) -> KGen:
         journal = sb.s_fs_info.s_journal

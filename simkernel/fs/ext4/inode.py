@@ -127,6 +127,11 @@ class Ext4Inode(KernelBase):
                 retval = self.ext4_ext_map_blocks(handle, inode, map, flags)
             else:
                 retval = self.ext4_ind_map_blocks(handle, inode, map, flags)
+            if retval > 0 and map.m_flags & EXT4_MAP_NEW and not map.m_flags & EXT4_MAP_UNWRITTEN:
+                # data=ordered: newly allocated written blocks must get their data before the
+                # transaction that maps them commits
+                bs = inode.i_sb.s_blocksize
+                self.ext4_jbd2_inode_add_write(handle, inode, map.m_lblk * bs, retval * bs)
             if retval > 0 and map.m_flags & EXT4_MAP_NEW:
                 # blocks that were delalloc now have real blocks: their reservations are used up
                 delayed = [b for b in range(map.m_lblk, map.m_lblk + retval) if b in inode.i_es_delayed]

@@ -256,8 +256,9 @@ class Ext4IomapOps(KernelBase):
         delayed = self.ext4_iomap_lookup(inode, map)
         self.up_read(inode.i_data_sem)
         if delayed:
-            # convert the whole delalloc extent, as xfs_bmapi_convert_delalloc() does
-            handle = yield from self.ext4_journal_start(inode, "write_page", 8)
+            # convert the whole delalloc extent, as xfs_bmapi_convert_delalloc() does; a folio is
+            # locked here, so the handle was reserved before (it cannot wait for a locked commit)
+            handle = yield from self.ext4_journal_start(inode, "write_page", 8, reserved=True)
             ret = yield from self.ext4_map_blocks(
                 handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_DELALLOC_RESERVE
             )

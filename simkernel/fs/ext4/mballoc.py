@@ -133,7 +133,8 @@ class Ext4Mballoc(KernelBase):
                 return -ENOSPC, 0
             resv = 0 if flags & EXT4_MB_USE_RESERVED else sbi.s_resv_clusters
             length = min(length, sbi.s_freeclusters_counter - sbi.s_dirtyclusters_counter - resv)
-        bitmap = sbi.block_bitmap
+        # blocks freed in a transaction that has not committed yet are not allocatable
+        bitmap = sbi.block_bitmap | sbi.pending_mask if sbi.s_journal is not None else sbi.block_bitmap
         nblocks = sbi.blocks_count
         start = goal if sbi.first_data_block <= goal < nblocks else sbi.first_data_block
         pblk = self.mb_find_free_run(bitmap, start, nblocks, length)
@@ -144,7 +145,7 @@ class Ext4Mballoc(KernelBase):
         count = 1
         while count < length and pblk + count < nblocks and not bitmap[pblk + count]:
             count += 1
-        bitmap[pblk : pblk + count] = True
+        sbi.block_bitmap[pblk : pblk + count] = True
         sbi.s_freeclusters_counter -= count
         self.ext4_mark_bitmaps_dirty(handle)
         return pblk, count

@@ -85,6 +85,7 @@ class Ext4Super(KernelBase):
             s_inline_data=es.has_incompat(ondisk.EXT4_FEATURE_INCOMPAT_INLINE_DATA),
             s_delalloc=cfg.delalloc,
         )
+        sbi.pending_mask = np.zeros(layout.blocks_count, dtype=bool)
         # keep a few blocks back from delalloc promises for extent-tree blocks (s_resv_clusters)
         sbi.s_resv_clusters = 2
         sbi.es = es  # type: ignore[attr-defined]
@@ -352,6 +353,29 @@ class Ext4Super(KernelBase):
             err2 = yield from self.blkdev_issue_flush()
             err = err or err2
         return err
+
+    def ext4_put_super(self) -> KGen:
+        """ext4_put_super(): unmount. Destroy the journal (commit, checkpoint, empty log), then write
+        the superblock marked clean (RECOVER cleared) with FUA."""
+        sbi: Ext4SbInfo = self.sb.s_fs_info
+        err = 0
+        if sbi.s_journal is not None:
+            err = yield from self.jbd2_journal_destroy()
+            blocks = self.ext4_bitmap_blocks()
+            sb_blk = sbi.layout.sb_block if sbi.layout.block_size == 1024 else 0
+            bs = self.sb.s_blocksize
+            bio = Bio(
+                REQ_OP_WRITE,
+                sb_blk * (bs // SECTOR_SIZE),
+                blocks[sb_blk],
+                fua=True,
+                tag="meta superblock (clean)",
+            )
+            err = err or (yield from self.submit_bio_wait(bio))
+        else:
+            err = yield from self.ext4_sync_metadata(True)
+        err2 = yield from self.blkdev_issue_flush()
+        return err or err2
 
     # -- inode creation (ialloc.c, namei.c) ----------------------------------------------------------
 
