@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.workloads import standard  # noqa: E402
-from fuzz.runner import execute  # noqa: E402
+from bench.workloads import standard
+from fuzz.runner import execute
 
 
 def bare_loop(steps: int) -> float:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.workloads import sequential  # noqa: E402
-from fuzz.runner import execute, read_files  # noqa: E402
-from simkernel.machine import Machine  # noqa: E402
+from bench.workloads import sequential
+from fuzz.runner import execute, read_files
+from simkernel.machine import Machine
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from oracle.history import History, HistoryOp, Store
 
 from fuzz.data import data_bytes
 from fuzz.program import Program, Syscall
+from oracle.history import History, HistoryOp, Store
 from simkernel.block.iolog import IoLog
 from simkernel.config import Config
-from simkernel.errors import CorruptImageError
+from simkernel.errors import CorruptImageError, GeometryError, VariantError
 from simkernel.fs.vfs import EFAULT, File
 from simkernel.kernel.sched import KGen, TraceEvent
 from simkernel.lib.iov_iter import IovIter
@@ -67,7 +67,14 @@ def effective_config(program: Program, variants: tuple[type[Variant], ...]) -> C
     """The program's config with the variants' requirements applied."""
     default = Config()
     explicit = [f.name for f in fields(Config) if getattr(program.config, f.name) != getattr(default, f.name)]
-    return apply_requirements(program.config, variants, explicit).validate()
+    config = apply_requirements(program.config, variants, explicit)
+    try:
+        return config.validate()
+    except GeometryError as err:
+        names = ", ".join(v.name for v in variants)
+        if not names:
+            raise
+        raise VariantError(f"with variant(s) {names}: {err.message}", where=f"$.config.{err.where}") from None
 
 
 class _Recorder:

@@ -100,7 +100,7 @@ def test_bad_input_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: object, needle: str
 ) -> None:
     prog = write(tmp_path, "bad.json", doc)
-    code, out, err = run_cli(["replay", str(prog)], capsys)
+    code, _, err = run_cli(["replay", str(prog)], capsys)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

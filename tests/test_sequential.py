@@ -5,6 +5,8 @@ model, and a sample of the images is clean under e2fsck -fn with debugfs returni
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
@@ -27,6 +29,20 @@ def with_final_remount(p: Program) -> Program:
     return p.with_threads([calls])
 
 
+def avoid_known_kernel_data_loss(p: Program) -> Program:
+    """Keep clear of a data-loss path the model reproduces from the kernel's own code:
+    ext4_convert_inline_data_to_extent() (non-delalloc, or delalloc that fell back because space
+    ran low) destroys the inline data before it allocates the block, so an ENOSPC there leaves the
+    data only in a clean folio. Give the disk room and do not inject allocation failures on
+    inline-data filesystems; the fuzzer, not this property, is what reports that path."""
+    cfg = p.config
+    if not cfg.journal:
+        p = p.with_config(device_blocks=max(cfg.device_blocks, 600 if cfg.block_size == 1024 else 300))
+    if cfg.inline_data:
+        p = replace(p, actors=tuple(a for a in p.actors if a != "fail_alloc"))
+    return p
+
+
 # every example's image goes through e2fsck and debugfs: 200 examples = 200 images per run
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -40,10 +56,13 @@ def with_final_remount(p: Program) -> Program:
         schedule=True,
         max_off=1 << 16,
         max_len=9000,
+        # ENOSPC injection yes; IO errors lose written data legitimately (fsync reports them), so
+        # they are judged by the crash/fsync rules, not by this final-state equality
+        actors=("writeback", "complete", "reclaim", "drop_caches", "fail_alloc", "fail_reserve"),
     )
 )
 def test_sequential_programs_match_the_bytearray_model(program: Program) -> None:
-    program = with_final_remount(program)
+    program = avoid_known_kernel_data_loss(with_final_remount(program))
     ex = execute(program)
     assert not ex.stopped, [r.render() for r in ex.reports]
     assert [r.title for r in ex.reports if r.category != "lock-order"] == []

@@ -26,12 +26,13 @@ class Buffer(Memory):
         return bhs
 
     def mark_buffer_dirty(self, bh: BufferHead) -> None:
-        """mark_buffer_dirty(): dirties the folio too."""
+        """mark_buffer_dirty(): this buffer dirty, and the folio's flag (not ->dirty_folio, which
+        would dirty every buffer of the folio)."""
         if not bh.dirty:
             bh.dirty = True
             folio = bh.b_folio
-            if not folio.dirty:
-                self.folio_mark_dirty(folio)
+            if not folio.dirty and folio.mapping is not None:
+                self.filemap_dirty_folio(folio.mapping, folio)
 
     def block_commit_write(self, folio: Folio, frm: int, to: int) -> None:
         """block_commit_write(): buffers in [frm, to) become uptodate and dirty."""

@@ -126,7 +126,7 @@ class Actors(KernelBase):
     def _commit_action(self) -> Task | None:
         journal = self.sb.s_fs_info.s_journal
         self.jbd2_log_start_commit(journal)
-        return journal.commit_task  # type: ignore[no-any-return]
+        return journal.commit_task
 
     def _checkpoint_action(self) -> Task | None:
         journal = self.sb.s_fs_info.s_journal

@@ -23,9 +23,13 @@ class FilemapWrite(Memory):
         chunk = self.page_size
         written = 0
         status = 0
+        retry = 0
         while i.count:
             offset = pos % chunk
             nbytes = min(chunk - offset, i.count)
+            if retry:
+                # a short copy was rejected: retry with just the bytes that did copy
+                nbytes, retry = min(nbytes, retry), 0
             yield from self.balance_dirty_pages_ratelimited(mapping)
             # bring in the user page we copy from *first*: copying from the page we are writing to,
             # not yet uptodate, would otherwise deadlock
@@ -47,7 +51,11 @@ class FilemapWrite(Memory):
                     break
             yield  # cond_resched()
             if status == 0:
-                # a short copy made write_end reject the whole chunk: fault the source in and retry
+                # a short copy made write_end reject the whole chunk: retry with what did copy, or
+                # (nothing copied) fault the source in and retry
+                if copied:
+                    retry = copied
+                    continue
                 if (yield from self.fault_in_iov_iter_readable(i, nbytes)) == nbytes:
                     status = -EFAULT
                     break

@@ -57,10 +57,9 @@ class MpageDaData:
     first_page: int = 0
     last_page: int = 0
     next_page: int = 0
-    #: the extent being collected: lblk, len, and whether it is delalloc (vs unwritten)
-    map_lblk: int = 0
+    #: blocks of the collected folios that need mapping: (lblk, delalloc?) in order
+    need: list[tuple[int, bool]] = field(default_factory=list)
     map_len: int = 0
-    map_delayed: bool = False
     #: folios locked and collected for the current extent, in index order
     locked: list[Folio] = field(default_factory=list)
     io_end: IoEnd | None = None
@@ -128,17 +127,18 @@ class Ext4PageIO(KernelBase):
         return ret
 
     def mpage_prepare_extent_to_map(self, mpd: MpageDaData, todo: list[int]) -> KGen:
-        """mpage_prepare_extent_to_map(): lock dirty folios in order, submit those needing no
-        mapping, and collect the first contiguous extent that needs blocks."""
+        """mpage_prepare_extent_to_map(): lock dirty folios in index order; submit those whose blocks
+        are all mapped, and collect a run of consecutive folios whose blocks need mapping (delalloc
+        or unwritten) for mpage_map_and_submit_extent()."""
         inode = mpd.inode
         mapping = inode.i_mapping
         bs = inode.i_sb.s_blocksize
-        ps = self.page_size
         mpd.map_len = 0
+        mpd.need = []
         while todo:
             index = todo[0]
-            if mpd.map_len and index * ps // bs != mpd.map_lblk + mpd.map_len:
-                # not contiguous with the extent collected so far: map that one first
+            if mpd.locked and index != mpd.locked[-1].index + 1:
+                # not contiguous with the folios collected so far: map those first
                 return 0
             todo.pop(0)
             folio = mapping.i_pages.get(index)
@@ -157,16 +157,14 @@ class Ext4PageIO(KernelBase):
             bhs = folio_buffers(folio) or self.create_empty_buffers(folio, bs)
             lblk0 = folio.pos // bs
             last_lblk = -(-inode.i_size // bs)
-            need: list[int] = []
-            for i, bh in enumerate(bhs):
-                lblk = lblk0 + i
-                if lblk >= last_lblk:
-                    break
-                if bh.dirty and bh.mapped and (bh.delay or bh.unwritten):
-                    need.append(lblk)
+            need = [
+                (lblk0 + i, bh.delay)
+                for i, bh in enumerate(bhs)
+                if lblk0 + i < last_lblk and bh.dirty and bh.mapped and (bh.delay or bh.unwritten)
+            ]
             if not need:
-                if mpd.map_len:
-                    # the extent ends before this folio; leave it for the next round
+                if mpd.locked:
+                    # the run of folios needing blocks ends here; this one waits for the next round
                     todo.insert(0, index)
                     self.folio_unlock(folio)
                     return 0
@@ -175,62 +173,54 @@ class Ext4PageIO(KernelBase):
                 if err:
                     return err
                 continue
-            delayed = bhs[need[0] - lblk0].delay
-            if mpd.map_len == 0:
-                mpd.map_lblk = need[0]
-                mpd.map_delayed = delayed
-            elif need[0] != mpd.map_lblk + mpd.map_len or delayed != mpd.map_delayed:
-                todo.insert(0, index)
-                self.folio_unlock(folio)
-                return 0
-            # blocks must be contiguous inside the folio too; stop the extent at the first gap
-            run = 0
-            for lblk in need:
-                if lblk != mpd.map_lblk + mpd.map_len + run or bhs[lblk - lblk0].delay != delayed:
-                    break
-                run += 1
-            mpd.map_len += run
+            mpd.need.extend(need)
             mpd.locked.append(folio)
-            if run < len(need):
-                return 0
+            mpd.map_len = len(mpd.need)
         mpd.scanned_until_end = True
         return 0
 
     def mpage_map_and_submit_extent(self, handle: Any, mpd: MpageDaData) -> KGen:
-        """mpage_map_and_submit_extent(): allocate the collected extent, submit its folios, and
-        push i_disksize up to what is now written."""
+        """mpage_map_and_submit_extent(): allocate every run of blocks the collected folios need (as
+        unwritten), submit the folios, and push i_disksize up to what is now written."""
         inode = mpd.inode
         assert mpd.io_end is not None
-        lblk, remaining = mpd.map_lblk, mpd.map_len
+        # contiguous runs of the same kind (delalloc vs unwritten), as mpage_add_bh_to_extent() builds
+        runs: list[tuple[int, int, bool]] = []
+        for lblk, delayed in mpd.need:
+            if runs and runs[-1][0] + runs[-1][1] == lblk and runs[-1][2] == delayed:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1, delayed)
+            else:
+                runs.append((lblk, 1, delayed))
         progress = False
-        while remaining:
-            map = MapBlocks(lblk, remaining)
-            flags = EXT4_GET_BLOCKS_IO_CREATE_EXT
-            if mpd.map_delayed:
-                flags |= EXT4_GET_BLOCKS_DELALLOC_RESERVE
-            ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
-            if ret <= 0:
-                err = ret or -ENOSPC
-                if err == -ENOSPC and self.ext4_count_free_clusters(inode.i_sb):
-                    # transient: let the upper layers retry (a commit may free blocks)
-                    if progress:
-                        break
+        for lblk, remaining, delayed in runs:
+            while remaining:
+                map = MapBlocks(lblk, remaining)
+                flags = EXT4_GET_BLOCKS_IO_CREATE_EXT
+                if delayed:
+                    flags |= EXT4_GET_BLOCKS_DELALLOC_RESERVE
+                ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
+                if ret <= 0:
+                    err = ret or -ENOSPC
+                    if err == -ENOSPC and self.ext4_count_free_clusters(inode.i_sb):
+                        # transient: let the upper layers retry (a commit may free blocks)
+                        if progress:
+                            break
+                        return err
+                    mpd.give_up_on_write = True
+                    inode.i_sb.s_fs_info.messages.append(
+                        f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
+                        f"with max blocks {remaining} with error {err}; "
+                        "This should not happen!! Data will be lost"
+                    )
+                    self.mapping_set_error(inode.i_mapping, err)
                     return err
-                mpd.give_up_on_write = True
-                inode.i_sb.s_fs_info.messages.append(
-                    f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
-                    f"with max blocks {remaining} with error {err}; "
-                    "This should not happen!! Data will be lost"
-                )
-                self.mapping_set_error(inode.i_mapping, err)
-                return err
-            progress = True
-            if map.m_flags & EXT4_MAP_UNWRITTEN:
-                mpd.io_end.unwritten = True
-                mpd.io_end.list_vec.append((map.m_lblk, ret))
-            self.mpage_map_buffers(mpd, map.m_lblk, ret, map.m_pblk, map.m_flags)
-            lblk += ret
-            remaining -= ret
+                progress = True
+                if map.m_flags & EXT4_MAP_UNWRITTEN:
+                    mpd.io_end.unwritten = True
+                    mpd.io_end.list_vec.append((map.m_lblk, ret))
+                self.mpage_map_buffers(mpd, map.m_lblk, ret, map.m_pblk, map.m_flags)
+                lblk += ret
+                remaining -= ret
         # submit the mapped folios
         for folio in list(mpd.locked):
             err = self.mpage_submit_folio(mpd, folio)

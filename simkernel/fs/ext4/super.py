@@ -315,15 +315,11 @@ class Ext4Super(KernelBase):
         return (yield from self.submit_meta_blocks(blocks, wait=True))
 
     def ext4_write_metadata_block(self, handle: Any, blk: int, data: bytes, what: str) -> KGen:
-        """A data block written as metadata through a buffer_head (inline conversion).
-
-        Without a journal this is sync_dirty_buffer(): written and waited for at once, so the block
-        device's alias of a file block never lands after the file's own later writeback.
-        """
-        sbi: Ext4SbInfo = self.sb.s_fs_info
-        if sbi.s_journal is not None:
-            self.jbd2_journal_dirty_block(handle, blk, data)
-            return 0
+        """A data block written through a buffer_head (inline conversion), as sync_dirty_buffer()."""
+        # With a journal, ext4 journals this block as metadata. The model writes it in place and
+        # waits instead, in both modes: a journalled copy would later be checkpointed over data the
+        # file's own page cache wrote to the same block (a block-device alias the model does not
+        # resolve); written synchronously it is durable before the transaction mapping it commits.
         bs = self.sb.s_blocksize
         bio = Bio(REQ_OP_WRITE, blk * (bs // SECTOR_SIZE), data, tag=f"meta {what}")
         return (yield from self.submit_bio_wait(bio))

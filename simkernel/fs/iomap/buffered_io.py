@@ -317,9 +317,12 @@ class IomapBufferedIO(KernelBase):
         status = 0
         mapping = it.inode.i_mapping
         chunk = self.page_size
+        retry = 0
         while i.count and length:
             offset = pos % chunk
             nbytes = min(chunk - offset, i.count, length)
+            if retry:
+                nbytes, retry = min(nbytes, retry), 0
             yield from self.balance_dirty_pages_ratelimited(mapping)
             # bring in the user page we copy from first
             if (yield from self.fault_in_iov_iter_readable(i, nbytes)) == nbytes:
@@ -340,6 +343,8 @@ class IomapBufferedIO(KernelBase):
             yield  # cond_resched()
             if status == 0:
                 if copied:
+                    # a short copy was rejected: retry with the bytes that did copy
+                    retry = copied
                     continue
                 if (yield from self.fault_in_iov_iter_readable(i, nbytes)) == nbytes:
                     status = -EFAULT
@@ -441,12 +446,20 @@ class IomapBufferedIO(KernelBase):
 
     # -- zeroing -------------------------------------------------------------------------------------
 
-    def iomap_zero_iter(self, it: IomapIter) -> KGen:
-        """iomap_zero_iter(): holes and unwritten extents already read as zeros."""
+    def iomap_zero_iter(self, it: IomapIter, range_dirty: list[bool]) -> KGen:
+        """iomap_zero_iter(): holes and unwritten extents already read as zeros -- unless the page
+        cache over them is dirty (data written past an old EOF, say): then flush it and remap
+        (iomap_zero_iter_flush_and_stale, the 6.12 "zero range flush" fix)."""
         srcmap = it.srcmap_or_iomap()
         pos = it.pos
         length = it.length()
         if srcmap.type in (IOMAP_HOLE, IOMAP_UNWRITTEN):
+            if range_dirty[0]:
+                range_dirty[0] = False
+                end = pos + length - 1
+                yield from self.filemap_write_and_wait_range(it.inode.i_mapping, pos, end)
+                it.iomap.flags |= IOMAP_F_STALE
+                return 0
             return length
         written = 0
         while length > 0:
@@ -466,14 +479,25 @@ class IomapBufferedIO(KernelBase):
             written += nbytes
         return written
 
+    def filemap_range_needs_writeback(self, mapping: AddressSpace, start: int, end: int) -> bool:
+        """filemap_range_needs_writeback(): a dirty or writeback folio in [start, end]."""
+        ps = self.page_size
+        for index in range(start // ps, end // ps + 1):
+            folio = mapping.i_pages.get(index)
+            if folio is not None and (folio.dirty or folio.writeback):
+                return True
+        return False
+
     def iomap_zero_range(self, inode: Inode, pos: int, length: int, ops: IomapOps) -> KGen:
-        """iomap_zero_range()"""
+        """iomap_zero_range(): check the whole range for dirty cache first (checking after each
+        mapping lookup would race with writeback and reclaim)."""
         it = IomapIter(inode, pos, length, IOMAP_ZERO)
+        range_dirty = [self.filemap_range_needs_writeback(inode.i_mapping, pos, pos + length - 1)]
         while True:
             ret = yield from self.iomap_iter(it, ops)
             if ret <= 0:
                 return ret
-            it.processed = yield from self.iomap_zero_iter(it)
+            it.processed = yield from self.iomap_zero_iter(it, range_dirty)
 
     # -- page_mkwrite --------------------------------------------------------------------------------
 
@@ -543,7 +567,8 @@ class IomapBufferedIO(KernelBase):
             self.iomap_set_range_dirty(folio, 0, end_pos - pos)
         error = 0
         count = 0
-        added: list[tuple[int, int]] = []
+        # each block joins an ioend with the mapping current when it was mapped (type and address)
+        added: list[tuple[int, str, int, int]] = []
         for i in range(nblocks):
             if pos >= end_pos:
                 break
@@ -560,7 +585,8 @@ class IomapBufferedIO(KernelBase):
                 self.WARN_ON(True, "unexpected iomap type in writeback", type=wpc.iomap.type)
                 error = -EIO
                 break
-            added.append((pos, i))
+            sector = (wpc.iomap.addr + (pos - wpc.iomap.offset)) // SECTOR_SIZE
+            added.append((pos, wpc.iomap.type, wpc.iomap.flags, sector))
             count += 1
             pos += bsize
         self.iomap_clear_range_dirty(folio, 0, folio.size)
@@ -571,8 +597,8 @@ class IomapBufferedIO(KernelBase):
         self.folio_start_writeback(folio)
         if ifs is not None:
             ifs.write_bytes_pending = 0
-        for bpos, blk in added:
-            self.iomap_add_to_ioend(inode, bpos, folio, ifs, wpc, blk)
+        for bpos, io_type, io_flags, sector in added:
+            self.iomap_add_to_ioend(inode, bpos, folio, ifs, wpc, io_type, io_flags, sector)
         self.folio_unlock(folio)
         if not count:
             self.folio_end_writeback(folio)
@@ -581,20 +607,27 @@ class IomapBufferedIO(KernelBase):
         return error
 
     def iomap_add_to_ioend(
-        self, inode: Inode, pos: int, folio: Folio, ifs: Any, wpc: IomapWritepageCtx, blk: int
+        self,
+        inode: Inode,
+        pos: int,
+        folio: Folio,
+        ifs: Any,
+        wpc: IomapWritepageCtx,
+        io_type: str,
+        io_flags: int,
+        sector: int,
     ) -> None:
         """iomap_add_to_ioend(): extend the current ioend or submit it and start a new one."""
         bsize = 1 << inode.i_blkbits
-        sector = (wpc.iomap.addr + (pos - wpc.iomap.offset)) // SECTOR_SIZE
         io = wpc.ioend
         if io is None or not (
-            wpc.iomap.type == io.io_type
+            io_type == io.io_type
             and pos == io.offset + io.size
             and sector == io.sector + io.size // SECTOR_SIZE
         ):
             if io is not None:
                 self.iomap_submit_ioend(wpc, io, 0)
-            io = IomapIoend(wpc.iomap.type, wpc.iomap.flags, inode, pos, 0, sector)
+            io = IomapIoend(io_type, io_flags, inode, pos, 0, sector)
             wpc.ioend = io
         off = pos - folio.pos
         io.data.append(bytes(folio.data[off : off + bsize]))

@@ -40,6 +40,7 @@ from simkernel.fs.jbd2.log import (
 )
 from simkernel.kernel.base import KernelBase
 from simkernel.kernel.sched import KGen, Task, WaitQueue
+from simkernel.locking.rwsem import RwSemaphore
 
 JBD2_HANDLE_CLASS = "jbd2_handle"
 
@@ -84,6 +85,8 @@ class Journal:
         self.wait_commit_task = WaitQueue("j_wait_commit")
         self.aborted = False
         self.unmounted = False
+        #: serializes the log head (commit) and tail (checkpoint) updates (j_checkpoint_mutex)
+        self.log_mutex = RwSemaphore("&journal->j_checkpoint_mutex", "j_checkpoint_mutex")
 
     def needs_recovery(self) -> bool:
         """RECOVER stays set in the fs superblock from mount until a clean unmount emptied the log."""
@@ -264,9 +267,12 @@ class Jbd2(KernelBase):
             yield from self.filemap_fdatawrite_range(inode.i_mapping, start, end, 1)
             yield from self.filemap_fdatawait_range(inode.i_mapping, start, end)
         geom = journal.geom
+        # the log head moves under the same mutex as the tail, so commit and checkpoint plans
+        # always start from the state the other left
+        yield from self.down_write(journal.log_mutex)
         need = blocks_needed(geom, len(blocks), len(t.t_revokes))
         if need > space_left(journal.state):
-            yield from self.jbd2_log_do_checkpoint(journal)
+            yield from self.jbd2_checkpoint_locked(journal)
         plan = plan_transaction(geom, journal.state, t.t_tid, sorted(blocks.items()), sorted(t.t_revokes))
         err = 0
         if plan.superblock_write is not None:
@@ -286,6 +292,7 @@ class Jbd2(KernelBase):
             journal.aborted = True
             sbi.messages.append(f"jbd2: error {err} writing the journal; transaction {t.t_tid} lost")
         journal.state = plan.new_state
+        self.up_write(journal.log_mutex)
         journal.checkpoint_list[t.t_tid] = blocks
         for b in blocks:
             journal.logged[b] = t.t_tid
@@ -338,12 +345,22 @@ class Jbd2(KernelBase):
     # -- checkpoint ----------------------------------------------------------------------------------
 
     def jbd2_log_do_checkpoint(self, journal: Journal) -> KGen:
-        """Write the newest committed copy of every logged block home, flush, move the log tail."""
+        """jbd2_log_do_checkpoint(): checkpoint under j_checkpoint_mutex."""
+        yield from self.down_write(journal.log_mutex)
+        try:
+            return (yield from self.jbd2_checkpoint_locked(journal))
+        finally:
+            self.up_write(journal.log_mutex)
+
+    def jbd2_checkpoint_locked(self, journal: Journal) -> KGen:
+        """Write the newest committed copy of every logged block home, flush, move the log tail
+        past those transactions. Transactions committed meanwhile stay for the next checkpoint."""
         if not journal.checkpoint_list:
             return 0
-        through = max(journal.checkpoint_list)
+        tids = sorted(journal.checkpoint_list)
+        through = tids[-1]
         newest: dict[int, bytes] = {}
-        for tid in sorted(journal.checkpoint_list):
+        for tid in tids:
             newest.update(journal.checkpoint_list[tid])
         bios = [
             self.jbd2_submit_block(b, newest[b], f"meta checkpoint {self.meta_tag(b)}")
@@ -361,8 +378,10 @@ class Jbd2(KernelBase):
             err = err or (
                 yield from self.jbd2_write_block(*cp.superblock_write, "journal superblock", fua=True)
             )
-        journal.checkpoint_list.clear()
-        journal.logged.clear()
+        for tid in tids:
+            for b in journal.checkpoint_list.pop(tid):
+                if journal.logged.get(b) == tid:
+                    del journal.logged[b]
         return err
 
     # -- IO helpers ----------------------------------------------------------------------------------
