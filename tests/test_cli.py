@@ -92,7 +92,7 @@ def test_replay_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
         ({**CLEAN, "variants": ["nosuchmodule.x:Y"]}, "cannot import 'nosuchmodule.x'"),
         (
             {**CLEAN, "variants": ["iomap"], "config": {"write_path": "ext4", "inline_data": True}},
-            "needs write_path",
+            "with variant(s) iomap: inline_data needs the ext4 write path",
         ),
     ],
 )
