@@ -54,6 +54,8 @@ class Execution:
     messages: list[str] = field(default_factory=list)
     #: the decisions this run followed (the program's schedule, or what a directed chooser chose)
     schedule: tuple[int, ...] = ()
+    #: semantic coverage the model reported (kernel decisions, lock-order edges, preemption sites)
+    coverage: frozenset[str] = frozenset()
 
     @property
     def stopped(self) -> bool:
@@ -200,6 +202,13 @@ def _thread(
     return 0
 
 
+def _outcome(result: int | None) -> str:
+    """The coarse outcome of a syscall for coverage: error number, zero, or positive."""
+    if result is None:
+        return "none"
+    return str(result) if result <= 0 else "+"
+
+
 def _open_all(machine: Machine, names: tuple[str, ...]) -> dict[str, File]:
     out: dict[str, File] = {}
     for name in names:
@@ -266,6 +275,7 @@ def execute(
         steps=machine.sched.step_no,
         decisions_used=getattr(machine.chooser, "pos", 0),
         schedule=tuple(getattr(machine.chooser, "decisions", program.schedule)),
+        coverage=frozenset(machine.sched.coverage | {f"sys:{o.op}:{_outcome(o.result)}" for o in rec.ops}),
         start_mark=start_mark,
         files=files,
         messages=list(machine.kernel.sb.s_fs_info.messages),

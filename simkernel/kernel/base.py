@@ -38,6 +38,10 @@ class KernelBase:
         assert task is not None, "kernel code ran outside a task"
         return task
 
+    def cov(self, point: str) -> None:
+        """Record that a kernel decision point was reached (semantic coverage for the fuzzer)."""
+        self.sched.coverage.add(point)
+
     def wake_up(self, wq: WaitQueue) -> None:
         self.sched.wake_up(wq)
 
@@ -94,6 +98,8 @@ class KernelBase:
             )
             if rep is not None:
                 self.sched.report(rep)
+            for _lock, prev, _read in task.held_locks:
+                self.sched.coverage.add(f"lock:{prev}->{cls}")
 
     def lockdep_hold(self, lock: object, cls: str, *, read: bool) -> None:
         self.current.held_locks.append((lock, cls, read))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from simkernel.report import KernelBug, Report, kernel_name, title_function
+from simkernel.report import LOCK_PRIMITIVES, KernelBug, Report, kernel_name, title_function
 
 RUNNABLE = "runnable"
 BLOCKED = "blocked"
@@ -167,6 +167,9 @@ class Scheduler:
         self.on_report: Callable[[Report], None] | None = None
         #: set while shutdown() unwinds the tasks of a stopped machine
         self.closing = False
+        #: semantic coverage: kernel decision points, lock-order edges, and the functions tasks were
+        #: preempted or blocked in (a set of strings; only membership is ever used)
+        self.coverage: set[str] = set()
 
     # -- tasks ---------------------------------------------------------------------------------------
 
@@ -275,6 +278,18 @@ class Scheduler:
             self.report(bug.report)
             self.stopped = True
             return
+        # where the task stopped: the innermost function that is not a lock primitive, and the
+        # primitive it was in (a preemption site of the kernel path)
+        gen: Any = task.gen
+        where = prim = ""
+        while gen is not None:
+            name = gen.gi_code.co_name
+            if name in LOCK_PRIMITIVES:
+                prim = name
+            else:
+                where, prim = name, ""
+            gen = getattr(gen, "gi_yieldfrom", None)
+        self.coverage.add(f"at:{where}:{prim or ('block' if value is not None else 'yield')}")
         if value is not None:
             if not isinstance(value, WaitQueue):  # pragma: no cover - a model bug
                 raise TypeError(f"kernel path yielded {value!r}; yield None or a WaitQueue")

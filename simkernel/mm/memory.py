@@ -301,6 +301,7 @@ class Memory(PageWriteback):
         """Reclaim one folio (shrink_folio_list -> __remove_mapping); False if it cannot go now."""
         if not self.folio_evictable_now(folio):
             return False
+        self.cov(f"mm:evict:{'U' if folio.uptodate else 'u'}:{type(folio.private).__name__}")
         folio.locked = True  # folio_trylock() in reclaim context
         try:
             if not self.filemap_release_folio(folio):

@@ -311,6 +311,10 @@ class Ext4Inline(KernelBase):
         handle = self.ext4_journal_current_handle()
         if copied < length and not folio.uptodate:
             copied = 0
+        self.cov(
+            f"ext4:write_inline_data_end:handle={handle is not None}"
+            f":fits={pos + copied <= inode.i_inline_size}"
+        )
         if copied:
             no_expand = yield from self.ext4_write_lock_xattr(inode)
             self.BUG_ON(not self.ext4_has_inline_data(inode), "!ext4_has_inline_data(inode)", ino=inode.i_ino)
@@ -397,6 +401,7 @@ class Ext4Inline(KernelBase):
         error = yield from self.ext4_map_blocks(handle, inode, map, EXT4_GET_BLOCKS_CREATE)
         if error >= 0 and not map.m_flags & EXT4_MAP_MAPPED:
             error = -EIO
+        self.cov(f"ext4:convert_inline_nolock:{min(error, 1)}")
         if error < 0:
             self.ext4_restore_inline_data(handle, inode, buf, inline_size)
             return error

@@ -127,6 +127,7 @@ class Ext4Inode(KernelBase):
                 retval = self.ext4_ext_map_blocks(handle, inode, map, flags)
             else:
                 retval = self.ext4_ind_map_blocks(handle, inode, map, flags)
+            self.cov(f"ext4:map_blocks:create:{min(retval, 1)}:{map.m_flags}:{flags}")
             if retval > 0 and map.m_flags & EXT4_MAP_NEW and not map.m_flags & EXT4_MAP_UNWRITTEN:
                 # data=ordered: newly allocated written blocks must get their data before the
                 # transaction that maps them commits
@@ -290,6 +291,7 @@ class Ext4Inode(KernelBase):
                 bh.new = False
             if not bh.mapped:
                 err = yield from get_block(inode, block + i, bh, True)
+                self.cov(f"ext4:get_block:{err}:new={bh.new}:delay={bh.delay}:unwritten={bh.unwritten}")
                 if err:
                     break
                 if bh.new:
@@ -405,6 +407,7 @@ class Ext4Inode(KernelBase):
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
         index = pos // self.page_size
         if self.ext4_nonda_switch(inode.i_sb):
+            self.cov("ext4:da_write_begin:fallback")
             ret, folio, _ = yield from self.ext4_write_begin(file, mapping, pos, length)
             return ret, folio, FALL_BACK_TO_NONDELALLOC
         fsdata: list[Any] = [0]
@@ -413,6 +416,7 @@ class Ext4Inode(KernelBase):
             ret, folio = yield from self.ext4_generic_write_inline_data(
                 mapping, inode, pos, length, fsdata, True
             )
+            self.cov(f"ext4:da_write_begin:inline:{ret}:{fsdata[0]}")
             if ret < 0:
                 return ret, None, fsdata[0]
             if ret == 1:
@@ -484,6 +488,11 @@ class Ext4Inode(KernelBase):
         write_mode = fsdata
         if write_mode == FALL_BACK_TO_NONDELALLOC:
             return (yield from self.ext4_write_end(file, mapping, pos, length, copied, folio, fsdata))
+        self.cov(
+            f"ext4:da_write_end:mode={write_mode}"
+            f":may={self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)}"
+            f":inline={self.ext4_has_inline_data(inode)}:buffers={folio_buffers(folio) is not None}"
+        )
         if (
             write_mode != CONVERT_INLINE_DATA
             and self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)
@@ -583,6 +592,7 @@ class Ext4Inode(KernelBase):
         yield from self.down_read(mapping.invalidate_lock)
         try:
             err = yield from self.ext4_convert_inline_data(inode)
+            self.cov(f"ext4:page_mkwrite:convert:{err}")
             if err:
                 return vmf_fs_error(err)
             retries = [0]

@@ -372,6 +372,7 @@ class Ext4PageIO(KernelBase):
     def ext4_end_io_rsv_work(self, io_end: IoEnd) -> KGen:
         """ext4_end_io_rsv_work() -> ext4_end_io_end(): convert the written ranges, then end writeback."""
         inode = io_end.inode
+        self.cov(f"ext4:end_io:convert:{len(io_end.list_vec)}")
         handle = yield from self.ext4_journal_start(inode, "end_io", 4)
         ret = 0
         for lblk, length in io_end.list_vec:

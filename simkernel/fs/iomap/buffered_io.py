@@ -237,7 +237,12 @@ class IomapBufferedIO(KernelBase):
                 and (frm <= poff or frm >= poff + plen)
                 and (to <= poff or to >= poff + plen)
             ):
-                if self.iomap_block_needs_zeroing(it, block_start):
+                zeroing = self.iomap_block_needs_zeroing(it, block_start)
+                # the decision, the cached type it used, and the state the file has now
+                lookup = getattr(self, "ext4_es_lookup", None)
+                cur = lookup(it.inode, block_start >> it.inode.i_blkbits)[0] if lookup is not None else "?"
+                self.cov(f"iomap:partial_block:{'zero' if zeroing else 'read'}:{srcmap.type}:{cur}")
+                if zeroing:
                     if self.WARN_ON(it.flags & IOMAP_UNSHARE, "iter->flags & IOMAP_UNSHARE"):
                         return -EIO
                     # folio_zero_segments(folio, poff, from, to, poff + plen)
@@ -272,7 +277,11 @@ class IomapBufferedIO(KernelBase):
         # not stale: unwritten extents may have been converted and a partially written folio
         # reclaimed since ->iomap_begin, and zeroing by the stale type would destroy data on disk.
         valid = folio_ops.iomap_valid if folio_ops is not None else None
+        self.cov(
+            f"iomap:write_begin:{'U' if folio.uptodate else 'u'}{'D' if folio.dirty else 'd'}:{it.iomap.type}"
+        )
         if valid is not None and not valid(it.inode, it.iomap):
+            self.cov("iomap:write_begin:stale")
             it.iomap.flags |= IOMAP_F_STALE
             self.folio_unlock(folio)
             yield from self.iomap_write_failed(it.inode, pos, length)
@@ -578,6 +587,7 @@ class IomapBufferedIO(KernelBase):
             error = yield from wpc.ops.map_blocks(wpc, inode, pos)
             if error:
                 break
+            self.cov(f"iomap:writeback:{wpc.iomap.type}")
             if wpc.iomap.type == IOMAP_HOLE:
                 pos += bsize
                 continue
