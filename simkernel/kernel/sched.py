@@ -61,6 +61,7 @@ class Task:
         "held_locks",
         "journal_info",
         "kind",
+        "last_where",
         "name",
         "result",
         "state",
@@ -82,6 +83,8 @@ class Task:
         #: lockdep's held-lock stack: (lock object, class name, read)
         self.held_locks: list[tuple[Any, str, bool]] = []
         self.result: Any = None
+        #: the kernel function the task last stopped in (for timelines)
+        self.last_where = ""
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state}>"
@@ -266,7 +269,8 @@ class Scheduler:
     def _run_task(self, task: Task) -> None:
         self.current = task
         if self.trace_on and (not self.trace or self.trace[-1].who != task.name):
-            self.trace.append(TraceEvent(self.step_no, task.name, "runs"))
+            resumes = f" (in {task.last_where})" if task.last_where else ""
+            self.trace.append(TraceEvent(self.step_no, task.name, f"runs{resumes}"))
         try:
             value = task.gen.send(None)
         except StopIteration as stop:
@@ -290,6 +294,7 @@ class Scheduler:
                 where, prim = name, ""
             gen = getattr(gen, "gi_yieldfrom", None)
         self.coverage.add(f"at:{where}:{prim or ('block' if value is not None else 'yield')}")
+        task.last_where = f"{where}/{prim}" if prim else where
         if value is not None:
             if not isinstance(value, WaitQueue):  # pragma: no cover - a model bug
                 raise TypeError(f"kernel path yielded {value!r}; yield None or a WaitQueue")

@@ -259,13 +259,8 @@ class Jbd2(KernelBase):
         journal.running = None
         self.wake_up(journal.wait_locked)
         # ordered data first
-        for ino in sorted(t.t_ordered):
-            inode = self.sb.s_inodes.get(ino)
-            if inode is None:
-                continue
-            start, end = t.t_ordered[ino]
-            yield from self.filemap_fdatawrite_range(inode.i_mapping, start, end, 1)
-            yield from self.filemap_fdatawait_range(inode.i_mapping, start, end)
+        yield from self.journal_submit_data_buffers(journal, t)
+        yield from self.journal_finish_inode_data_buffers(journal, t)
         geom = journal.geom
         # the log head moves under the same mutex as the tail, so commit and checkpoint plans
         # always start from the state the other left
@@ -307,6 +302,24 @@ class Jbd2(KernelBase):
         journal.last_committed = t.t_tid
         self.wake_up(journal.wait_commit)
         return err
+
+    def journal_submit_data_buffers(self, journal: Journal, t: Transaction) -> KGen:
+        """journal_submit_data_buffers(): start writeback of the transaction's ordered data."""
+        for ino in sorted(t.t_ordered):
+            inode = self.sb.s_inodes.get(ino)
+            if inode is not None:
+                start, end = t.t_ordered[ino]
+                yield from self.filemap_fdatawrite_range(inode.i_mapping, start, end, 1)
+        return 0
+
+    def journal_finish_inode_data_buffers(self, journal: Journal, t: Transaction) -> KGen:
+        """journal_finish_inode_data_buffers(): wait for that writeback before the log is written."""
+        for ino in sorted(t.t_ordered):
+            inode = self.sb.s_inodes.get(ino)
+            if inode is not None:
+                start, end = t.t_ordered[ino]
+                yield from self.filemap_fdatawait_range(inode.i_mapping, start, end)
+        return 0
 
     def jbd2_commit_and_wait(self, tid: int | None) -> KGen:
         """jbd2_complete_transaction(): make sure transaction ``tid`` committed (commit it now if it
