@@ -379,8 +379,11 @@ class Filemap(Locking):
         yield from self.truncate_pagecache(inode, newsize)
 
     def pagecache_isize_extended(self, inode: Inode, frm: int, to: int) -> KGen:
-        """pagecache_isize_extended(): after i_size grew past a partially-backed page, write-protect
-        it so a store into the new part faults and page_mkwrite can allocate blocks there."""
+        """pagecache_isize_extended() (Linux 6.12): after i_size grew past a partially-backed page,
+        write-protect it so a store into the new part faults and page_mkwrite can allocate blocks
+        there, and zero its post-EOF range if it is dirty -- writeback would have zeroed it, but
+        with the larger i_size it no longer will ("mm: zero range of eof folio exposed by inode
+        size extension")."""
         bsize = inode.i_sb.s_blocksize
         ps = self.page_size
         if frm >= to or bsize >= ps:
@@ -393,6 +396,10 @@ class Filemap(Locking):
             return
         if self.folio_mkclean(folio):
             self.folio_mark_dirty(folio)
+        if folio.dirty:
+            offset = frm - folio.pos
+            end = min(to - folio.pos, folio.size)
+            folio.data[offset:end] = bytes(end - offset)  # folio_zero_segment()
         self.folio_unlock(folio)
 
     # -- writeback errors ----------------------------------------------------------------------------

@@ -351,6 +351,9 @@ class Ext4Extents(KernelBase):
             try:
                 if end_lblk > start_lblk:
                     # whole blocks: drop cached pages, then allocate/convert them to unwritten
+                    ret = yield from self.ext4_update_disksize_before_punch(inode, offset, length)
+                    if ret:
+                        return ret
                     yield from self.truncate_pagecache_range(inode, start_lblk * bs, end_lblk * bs - 1)
                     yield from self.down_write(inode.i_data_sem)
                     self.ext4_es_remove_extent(inode, start_lblk, end_lblk - start_lblk)

@@ -758,12 +758,35 @@ class Ext4Inode(KernelBase):
         finally:
             self.up_write(mapping.invalidate_lock)
 
+    def ext4_update_disksize_before_punch(self, inode: Ext4InodeInfo, offset: int, length: int) -> KGen:
+        """ext4_update_disksize_before_punch(): i_disksize must reach i_size before the page cache
+        of the range is dropped -- a delalloc write's size update was postponed to its writeback,
+        which will never happen for folios truncated away."""
+        size = inode.i_size
+        self.WARN_ON(not inode.i_rwsem.is_locked(), "!inode_is_locked(inode)")
+        if offset > size or offset + length < size:
+            return 0
+        if inode.i_disksize >= size:
+            return 0
+        handle = yield from self.ext4_journal_start(inode, "misc", 1)
+        self.ext4_update_i_disksize(inode, size)
+        self.ext4_mark_inode_dirty(handle, inode)
+        self.ext4_journal_stop(handle)
+        return 0
+
     def ext4_punch_hole(self, file: File, offset: int, length: int) -> KGen:
         """ext4_punch_hole(): deallocate [offset, offset+length); partial blocks are zeroed."""
         inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
         mapping = inode.i_mapping
         bs = inode.i_sb.s_blocksize
         ps = self.page_size
+        # "Write out all dirty pages to avoid race conditions. Then release them." (before
+        # i_rwsem: a racing write may dirty the range again, ext4_update_disksize_before_punch()
+        # below covers what that leaves)
+        if mapping.dirty_indices():  # mapping_tagged(mapping, PAGECACHE_TAG_DIRTY)
+            ret = yield from self.filemap_write_and_wait_range(mapping, offset, offset + length - 1)
+            if ret:
+                return ret
         yield from self.inode_lock(inode)
         try:
             if offset >= inode.i_size:
@@ -775,6 +798,9 @@ class Ext4Inode(KernelBase):
                 first_block_offset = -(-offset // bs) * bs
                 last_block_offset = ((offset + length) // bs) * bs - 1
                 if last_block_offset > first_block_offset:
+                    ret = yield from self.ext4_update_disksize_before_punch(inode, offset, length)
+                    if ret:
+                        return ret
                     yield from self.truncate_pagecache_range(inode, first_block_offset, last_block_offset)
                 handle = yield from self.ext4_journal_start(inode, "punch", 8)
                 ret = yield from self.ext4_zero_partial_blocks(handle, inode, offset, length)

@@ -292,7 +292,9 @@ class Ext4IomapOps(KernelBase):
         bs = inode.i_sb.s_blocksize
         error = ioend.status
         if not error:
-            handle = yield from self.ext4_journal_start(inode, "end_io", 8)
+            # a handle reserved at writeback time (as ext4's own io_end->handle): it may join a
+            # locked transaction, whose commit may wait for a handle holder waiting on this ioend
+            handle = yield from self.ext4_journal_start(inode, "end_io", 8, reserved=True)
             if ioend.io_type == IOMAP_UNWRITTEN:
                 error = yield from self.ext4_convert_unwritten_extents(
                     handle, inode, ioend.offset // bs, ioend.size // bs

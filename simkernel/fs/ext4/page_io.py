@@ -373,7 +373,11 @@ class Ext4PageIO(KernelBase):
         """ext4_end_io_rsv_work() -> ext4_end_io_end(): convert the written ranges, then end writeback."""
         inode = io_end.inode
         self.cov(f"ext4:end_io:convert:{len(io_end.list_vec)}")
-        handle = yield from self.ext4_journal_start(inode, "end_io", 4)
+        # ext4_do_writepages() reserved this handle (io_end->handle) before it locked any folio;
+        # ext4_journal_start_reserved() may join a transaction whose commit already waits for its
+        # handles to stop -- that commit may be waiting, through a handle holder, for this very
+        # writeback to end
+        handle = yield from self.ext4_journal_start(inode, "end_io", 4, reserved=True)
         ret = 0
         for lblk, length in io_end.list_vec:
             ret = yield from self.ext4_convert_unwritten_extents(handle, inode, lblk, length)
