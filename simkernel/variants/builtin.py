@@ -1,4 +1,5 @@
-"""The built-in variants: the two seed bugs and their fixes."""
+"""The built-in variants: the two seed bugs and their fixes, and historical bugs whose fixes the
+baseline model carries (each a small override of the function the fix changed)."""
 
 from __future__ import annotations
 
@@ -130,10 +131,50 @@ class Ext4InlineFixed(Variant):
         return 0
 
 
+class EofFolioNoZero(Variant):
+    name = "eof-folio-no-zero"
+    description = (
+        "pagecache_isize_extended() before 6.12 (52aecaee1c26): a size extension does not zero "
+        "the dirty EOF folio's post-EOF bytes, so mmap stores past EOF become file data"
+    )
+    kind = "bug"
+
+    def pagecache_isize_extended(self, inode: Any, frm: int, to: int) -> KGen:
+        """Write-protect the EOF folio only, as before Linux 6.12."""
+        bsize = inode.i_sb.s_blocksize
+        ps = self.page_size
+        if frm >= to or bsize >= ps:
+            return
+        rounded_from = -(-frm // bsize) * bsize
+        if to <= rounded_from or not rounded_from % ps:
+            return
+        folio = yield from self.filemap_lock_folio(inode.i_mapping, frm // ps)
+        if folio is None:
+            return
+        if self.folio_mkclean(folio):
+            self.folio_mark_dirty(folio)
+        self.folio_unlock(folio)
+
+
+class PunchNoDisksize(Variant):
+    name = "punch-no-disksize"
+    description = (
+        "hole punch / zero range without ext4_update_disksize_before_punch() (before Linux 4.1): "
+        "dropping delalloc folios at EOF loses the i_disksize update their writeback would do"
+    )
+    kind = "bug"
+
+    def ext4_update_disksize_before_punch(self, inode: Ext4InodeInfo, offset: int, length: int) -> KGen:
+        return 0
+        yield  # pragma: no cover
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
     Ext4Inline,
     Ext4InlineV2,
     Ext4InlineFixed,
+    EofFolioNoZero,
+    PunchNoDisksize,
 )

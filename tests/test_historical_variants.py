@@ -1,0 +1,94 @@
+"""Historical bugs whose fixes the baseline model carries: each built-in "bug" variant reverts one
+fix, and a small program shows the data loss the fix prevents -- and is clean on the baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fuzz.program import Program, load_program
+from fuzz.verdict import judge
+
+
+def _pwrite(file: str, off: int, length: int, seed: int = 1) -> dict[str, Any]:
+    return {"op": "pwrite", "file": file, "off": off, "len": length, "data": {"seed": seed}}
+
+
+def _program(
+    threads: list[list[dict[str, Any]]],
+    config: dict[str, Any],
+    variants: list[str],
+    schedule: list[int] | None = None,
+    files: tuple[str, ...] = ("a",),
+) -> Program:
+    return load_program(
+        {
+            "format": "blkfuzz-program/1",
+            "config": config,
+            "variants": variants,
+            "actors": [],
+            "files": list(files),
+            "threads": threads,
+            "schedule": schedule or [],
+        }
+    )
+
+
+# a store past EOF into the EOF folio, then a write that extends the file past that folio: the
+# stored bytes must not become file data (they are past EOF when stored)
+EOF_STORE = [
+    [
+        _pwrite("a", 0, 1),
+        {"op": "mmap", "file": "a"},
+        {"op": "mwrite", "file": "a", "off": 1, "len": 100, "data": {"seed": 3}},
+        _pwrite("a", 8192, 4, seed=2),
+        {"op": "pread", "file": "a", "off": 0, "len": 200},
+    ]
+]
+EOF_CONFIG = {"block_size": 1024, "folio_blocks": 4, "write_path": "iomap"}
+
+# punch_hole starts (nothing dirty to flush), a delalloc write extends the file before punch takes
+# i_rwsem, then punch drops the new folios: their writeback would have moved i_disksize
+PUNCH = [
+    [{"op": "fallocate", "file": "a", "mode": "punch_hole", "off": 0, "len": 16384}],
+    [_pwrite("a", 15, 12288)],
+]
+PUNCH_CONFIG = {"block_size": 1024, "folio_blocks": 4}
+
+
+@pytest.mark.parametrize(
+    ("variant", "threads", "config", "schedule", "titles"),
+    [
+        (
+            "eof-folio-no-zero",
+            EOF_STORE,
+            EOF_CONFIG,
+            [],
+            {
+                "pread: stale mwrite data instead of hole zeros",
+                "final content: stale mwrite data instead of hole zeros",
+            },
+        ),
+        (
+            "punch-no-disksize",
+            PUNCH,
+            PUNCH_CONFIG,
+            [0, 0, 1],
+            {"final size: too small, expected the size set by pwrite"},
+        ),
+    ],
+)
+def test_reverted_fix_loses_data_and_baseline_does_not(
+    variant: str,
+    threads: list[list[dict[str, Any]]],
+    config: dict[str, Any],
+    schedule: list[int],
+    titles: set[str],
+) -> None:
+    base = ["iomap"] if config.get("write_path") == "iomap" else []
+    buggy = judge(_program(threads, config, [*base, variant], schedule))
+    assert {f.title for f in buggy.findings} == titles
+    assert all(f.category == "data" for f in buggy.findings)
+    sound = judge(_program(threads, config, base, schedule))
+    assert sound.clean, [f.title for f in sound.findings]
