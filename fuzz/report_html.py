@@ -202,7 +202,8 @@ def _finding_html(camp: Campaign, rec: FindingRecord, flaky: bool) -> str:
     finding = rec.finding
     if finding.get("message"):
         parts.append(f"<p>{_e(finding['message'])}</p>")
-    evidence = finding.get("evidence") if isinstance(finding.get("evidence"), dict) else {}
+    raw = finding.get("evidence")
+    evidence: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if programs:
         program = programs[0]
         name = "minimized.json" if which == "minimized" else (rec.originals[0] if rec.originals else "")

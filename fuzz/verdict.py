@@ -28,16 +28,58 @@ def report_finding(rep: Report) -> Finding:
     return Finding(category=rep.category, title=rep.title, message=rep.message, evidence=evidence)
 
 
-def oracle_findings(ex: Execution) -> list[Finding]:
-    """The oracle's checks of the final image and the reads (only what an outside checker sees)."""
+#: errno values an outside checker sees when the device failed an IO
+_EIO = 5
+
+
+def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
+    """The oracle's checks, from what an outside checker sees (history, IO log, image bytes):
+
+    - the final image: structurally consistent (``oracle.fsck``), every file the outcome of some
+      linearization of the syscalls (bytes a failed data write should have written are not judged,
+      nor the size of a file that lost one: ``oracle.crash.lost_ranges``);
+    - every read returned what some linearization allows (a prefix of it once the device has
+      failed an IO: a read that hit EIO part way returns short);
+    - a failed data write is reported by the next fsync (``oracle.wb_errors``);
+    - with a journal, every crash state (``oracle.crash.check_crashes``, seeded by the history so
+      that the verdict is a function of the program).
+    """
+    from oracle.crash import check_crashes, lost_ranges
+    from oracle.fsck import fsck
     from oracle.linearize import check_final, check_reads
+    from oracle.wb_errors import check_error_reporting
 
     out: list[Finding] = []
-    for mm in check_reads(ex.history):
+    failed_writes = any(
+        e.kind == "write" and e.complete_seq is not None and e.status < 0 for e in ex.iolog.entries
+    )
+    eio = any(op.result == -_EIO for op in ex.history.ops)
+    lost: dict[str, list[tuple[int, int]]] = {}
+    if ex.image is not None:
+        problems = fsck(ex.image)
+        for pr in problems[:1]:  # the first inconsistency names the class; the rest are evidence
+            out.append(
+                Finding(
+                    "fsck",
+                    f"fsck: {pr.kind} in final image",
+                    pr.message,
+                    {"problems": [str(q) for q in problems[:20]]},
+                )
+            )
+        if failed_writes and not problems:
+            lost = lost_ranges(ex.iolog, ex.image, clip=False)
+    for mm in check_reads(ex.history, short_reads=eio or failed_writes):
+        if mm.file in lost:  # a page whose writeback failed may be evicted and read back stale
+            continue
         out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
     if ex.image is not None:
-        for mm in check_final(ex.history, ex.files):
+        for mm in check_final(ex.history, ex.files, unknown=lost, any_size=tuple(lost)):
             out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
+        if failed_writes:
+            out.extend(check_error_reporting(ex.history, ex.iolog, ex.image))
+    if crashes and ex.config.journal:
+        seed = int.from_bytes(hashlib.sha256(ex.history.dumps().encode()).digest()[:8], "little")
+        out.extend(check_crashes(ex.history, ex.base, ex.iolog, ex.start_mark, seed=seed))
     return out
 
 
@@ -84,10 +126,10 @@ class Verdict:
         return "\n".join(lines)
 
 
-def judge(program: Program, *, oracle: bool = True, **kwargs: Any) -> Verdict:
-    """Run ``program`` and collect every finding."""
+def judge(program: Program, *, oracle: bool = True, crashes: bool = True, **kwargs: Any) -> Verdict:
+    """Run ``program`` and collect every finding (``crashes=False``: skip the crash states)."""
     ex = execute(program, **kwargs)
     findings = [report_finding(r) for r in ex.reports]
     if oracle and not ex.stopped:
-        findings.extend(oracle_findings(ex))
+        findings.extend(oracle_findings(ex, crashes=crashes))
     return Verdict(ex, findings)

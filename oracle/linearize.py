@@ -70,7 +70,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Final
@@ -1105,13 +1105,37 @@ def _diffs(
 # public API
 
 
-def check_final(history: History, final: Mapping[str, bytes]) -> list[Mismatch]:
+def _known(ranges: Sequence[tuple[int, int]]) -> _U:
+    """The complement in ``[0, INF)`` of ``ranges`` (any order, may overlap): the bytes to explain."""
+    u: _U = (0, INF)
+    for a, b in ranges:
+        if not 0 <= a <= b:
+            raise ValueError(f"unknown range [{a}, {b}) is not a byte range")
+        u = _sub(u, a, min(b, INF))
+    return u
+
+
+def check_final(
+    history: History,
+    final: Mapping[str, bytes],
+    *,
+    unknown: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    any_size: Collection[str] = (),
+) -> list[Mismatch]:
     """Judge the final content of every file of ``history``.
 
     ``final`` maps each file name to its content as read from the final image (its length is the
     size). Returns one :class:`Mismatch` per file whose content no linearization of the history
     produces (see the module docstring); ``[]`` means every file is explained. A file missing from
     ``final`` is reported as a mismatch.
+
+    ``unknown`` maps a file to byte ranges ``[start, end)`` whose value is not judged: any byte
+    there is accepted (e.g. what a data write that failed with an I/O error should have written,
+    see :func:`oracle.crash.lost_ranges`; ``end`` may exceed the size). The size is still judged,
+    and a reported :class:`Mismatch` lists no difference inside those ranges.
+
+    ``any_size``: files whose size is not judged either, nor any byte past the found size (a data
+    write that failed may take the size update that follows its completion with it).
     """
     out: list[Mismatch] = []
     for file in history.files:
@@ -1121,16 +1145,31 @@ def check_final(history: History, final: Mapping[str, bytes]) -> list[Mismatch]:
             out.append(Mismatch(file, "final", (), 0, 0, 0, Source("unknown"), (), note=missing))
             continue
         found = bytes(final[file])
+        skip = list((unknown or {}).get(file, ()))
+        lo_size, hi_size = len(found), len(found)
+        if file in any_size:
+            skip.append((len(found), INF))
+            lo_size, hi_size = 0, INF
+        u0 = _known(skip)
         search._set_target(_Target(0, found, INF))
         r0 = search.full & ~search.obs
-        if search.feasible((r0, (0, INF), len(found), len(found))):
+        if search.feasible((r0, u0, lo_size, hi_size)):
             continue
-        order = search.closest((r0, (0, INF), len(found), len(found)))
+        order = search.closest((r0, u0, lo_size, hi_size))
         if order is None:  # no linearization has the found size: compare against any size
-            order = search.closest((r0, (0, INF), 0, INF))
+            order = search.closest((r0, u0, 0, INF))
         if order is None:
             order = search.in_order(r0)
         expected, tags, size_by = search.replay(order)
+        if skip:  # unknown bytes are not differences: show the expected value there
+            shown = bytearray(found)
+            for a, b in skip:
+                lo, hi = min(a, len(shown)), min(b, len(shown), len(expected))
+                shown[lo:hi] = expected[lo:hi]
+                hi2 = min(b, len(shown))
+                if hi2 > hi:  # past the expected content the closest linearization reads zeros
+                    shown[hi:hi2] = bytes(hi2 - hi)
+            found = bytes(shown)
         diffs, total = _diffs(search, bytes(expected), tags, found, 0)
         out.append(
             Mismatch(

@@ -32,4 +32,6 @@ def test_corpus_program_keeps_its_verdict(path: Path) -> None:
     if program.expect.verdict == "clean":
         assert found == [], f"{path.name}: expected clean, got {found}"
     else:
-        assert program.expect.signature in found, f"{path.name}: expected {program.expect.signature!r}, got {found}"
+        assert program.expect.signature in found, (
+            f"{path.name}: expected {program.expect.signature!r}, got {found}"
+        )

@@ -368,12 +368,14 @@ class Ext4Extents(KernelBase):
                     if ret:
                         return ret
                 handle = yield from self.ext4_journal_start(inode, "zero_range", 4)
-                # partial blocks at either end are zeroed through the page cache
-                ret = yield from self.ext4_zero_partial_blocks(handle, inode, offset, length)
-                if not ret and new_size > inode.i_size:
+                # the new size first, then the edges (as the kernel orders it): zeroing clipped
+                # at i_size must cover the whole range once the file grows over it
+                if new_size > inode.i_size:
                     inode.i_size = new_size
                     self.ext4_update_i_disksize(inode, new_size)
                 self.ext4_mark_inode_dirty(handle, inode)
+                # partial blocks at either end are zeroed through the page cache
+                ret = yield from self.ext4_zero_partial_blocks(handle, inode, offset, length)
                 self.ext4_journal_stop(handle)
                 return ret
             finally:

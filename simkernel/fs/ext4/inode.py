@@ -675,6 +675,12 @@ class Ext4Inode(KernelBase):
         """ext4_zero_partial_blocks(): zero the partial blocks at both ends of a byte range."""
         bs = inode.i_sb.s_blocksize
         mapping = inode.i_mapping
+        if self.config.write_path == "iomap":
+            # iomap zeroing past EOF moves i_size (iomap_write_end): "we must take care not to
+            # zero beyond EOF and enlarge i_size" (xfs_free_file_space)
+            length = min(length, inode.i_size - lstart)
+            if length <= 0:
+                return 0
         lend = lstart + length - 1
         partial_start = lstart % bs
         partial_end = (lend + 1) % bs
