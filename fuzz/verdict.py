@@ -68,12 +68,14 @@ def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
             )
         if failed_writes and not problems:
             lost = lost_ranges(ex.iolog, ex.image, clip=False)
-    for mm in check_reads(ex.history, short_reads=eio or failed_writes):
+    for mm in check_reads(ex.history, short_reads=eio or failed_writes, granule=ex.config.folio_size):
         if mm.file in lost:  # a page whose writeback failed may be evicted and read back stale
             continue
         out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
     if ex.image is not None:
-        for mm in check_final(ex.history, ex.files, unknown=lost, any_size=tuple(lost)):
+        for mm in check_final(
+            ex.history, ex.files, unknown=lost, any_size=tuple(lost), granule=ex.config.folio_size
+        ):
             out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
         if failed_writes:
             out.extend(check_error_reporting(ex.history, ex.iolog, ex.image))

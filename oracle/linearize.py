@@ -369,7 +369,7 @@ class _Ev:
     """One event of a file: see the kinds above. ``a``/``b`` bound the bytes it may write
     (``b = INF`` for a truncate), ``grow`` is the largest size it may grow the file to (-1: none)."""
 
-    __slots__ = ("a", "b", "data", "grow", "hi", "kind", "lo", "op", "optional", "pos", "t")
+    __slots__ = ("a", "b", "data", "grow", "hi", "kind", "lo", "op", "optional", "piece", "pos", "t")
 
     def __init__(self, kind: int, op: HistoryOp, pos: int = -1, *, a: int = 0, b: int = 0) -> None:
         self.kind = kind
@@ -380,6 +380,8 @@ class _Ev:
         self.data: bytes | None = None
         self.grow = -1
         self.t = 0
+        #: one folio of a write split by ``_split_writes``
+        self.piece = False
         self.optional = not op.completed
         if pos >= 0:
             s = op.stores[pos]
@@ -461,6 +463,45 @@ def _events_of(op: HistoryOp) -> list[_Ev]:
     return [e]
 
 
+def _split_writes(evs: list[_Ev], ops: Sequence[HistoryOp], granule: int) -> list[_Ev]:
+    """Completed pwrites that overlap in time with a read or an mmap store of the file, cut into
+    one event per ``granule`` (folio) they touch.
+
+    A buffered write is atomic only against what serializes on ``i_rwsem`` (other writes,
+    truncate, fallocate): it copies folio by folio, and a read (``filemap_read`` takes no
+    ``i_rwsem``) or a store through a mapping (``page_mkwrite`` neither) may come between two
+    folios; and a read copies folio by folio too, so it may see a later folio of the write and
+    not an earlier one: the pieces keep the write's slot in program order but are unordered among
+    themselves. (Two writes that both overlap such an op may then interleave by folio in the
+    search too: a laxness, never a false alarm.)"""
+    windows: list[tuple[int, int]] = []
+    for op in ops:
+        if op.op == "pread" and op.out is not None:
+            windows.append((op.invoke, op.ret if op.ret is not None else _BIG))
+        for st in op.stores:
+            windows.append((st.step, st.step))
+    if not windows:
+        return evs
+    out: list[_Ev] = []
+    for e in evs:
+        op = e.op
+        end = op.ret if op.ret is not None else _BIG
+        racy = any(lo <= end and op.invoke <= hi for lo, hi in windows if (lo, hi) != (op.invoke, end))
+        if e.kind != _W or not racy or e.data is None or e.b - e.a <= granule - e.a % granule:
+            out.append(e)
+            continue
+        a = e.a
+        while a < e.b:
+            b = min(e.b, (a // granule + 1) * granule)
+            piece = _Ev(_W, op, a=a, b=b)
+            piece.data = e.data[a - e.a : b - e.a]
+            piece.grow = b
+            piece.piece = True
+            out.append(piece)
+            a = b
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # byte-range sets: U is a flat sorted tuple (s0, e0, s1, e1, ...) of disjoint half-open ranges
 
@@ -519,11 +560,14 @@ _Move = tuple[int, _U, int, int, Any]  # (cost, U', lo', hi', choice)
 class _FileSearch:
     """Events, order and size facts of one file; runs searches against a target."""
 
-    def __init__(self, history: History, file: str) -> None:
+    def __init__(self, history: History, file: str, granule: int | None = None) -> None:
         self.history = history
         self.file = file
         self.initial = history.initial_of(file)
-        evs = [e for op in history.ops_on(file) for e in _events_of(op)]
+        ops = history.ops_on(file)
+        evs = [e for op in ops for e in _events_of(op)]
+        if granule:
+            evs = _split_writes(evs, ops, granule)
         evs.sort(key=lambda e: (e.lo, e.op.index, e.pos))
         self.evs = evs
         n = len(evs)
@@ -540,14 +584,24 @@ class _FileSearch:
         program = sorted(range(n), key=lambda i: (evs[i].op.tid, evs[i].op.seq, evs[i].pos))
         same_before = [0] * n
         same_after = [0] * n
+        # the pieces of one split write are unordered among themselves: a reader may see its
+        # second folio and not its first (it read the first before the writer got there)
+        pieces: dict[int, int] = {}
+        for i, e in enumerate(evs):
+            if e.piece:
+                pieces[e.op.index] = pieces.get(e.op.index, 0) | 1 << i
         seen: dict[int, int] = {}
         for i in program:
             same_before[i] = seen.get(evs[i].op.tid, 0)
             seen[evs[i].op.tid] = same_before[i] | 1 << i
+            if evs[i].piece:
+                same_before[i] &= ~pieces[evs[i].op.index]
         seen = {}
         for i in reversed(program):
             same_after[i] = seen.get(evs[i].op.tid, 0)
             seen[evs[i].op.tid] = same_after[i] | 1 << i
+            if evs[i].piece:
+                same_after[i] &= ~pieces[evs[i].op.index]
         full = (1 << n) - 1
         self.full = full
         # A precedes B iff A.hi < B.lo (or program order): B's predecessors are a prefix of the
@@ -1121,6 +1175,7 @@ def check_final(
     *,
     unknown: Mapping[str, Sequence[tuple[int, int]]] | None = None,
     any_size: Collection[str] = (),
+    granule: int | None = None,
 ) -> list[Mismatch]:
     """Judge the final content of every file of ``history``.
 
@@ -1134,12 +1189,15 @@ def check_final(
     see :func:`oracle.crash.lost_ranges`; ``end`` may exceed the size). The size is still judged,
     and a reported :class:`Mismatch` lists no difference inside those ranges.
 
+    ``granule``: the folio size; a write that overlaps a store or read in time is atomic only
+    per folio against them (see ``_split_writes``). None: every write is atomic.
+
     ``any_size``: files whose size is not judged either, nor any byte past the found size (a data
     write that failed may take the size update that follows its completion with it).
     """
     out: list[Mismatch] = []
     for file in history.files:
-        search = _FileSearch(history, file)
+        search = _FileSearch(history, file, granule)
         if file not in final:
             missing = "missing from the final image"
             out.append(Mismatch(file, "final", (), 0, 0, 0, Source("unknown"), (), note=missing))
@@ -1186,20 +1244,21 @@ def check_final(
     return out
 
 
-def check_reads(history: History, *, short_reads: bool = False) -> list[Mismatch]:
+def check_reads(history: History, *, short_reads: bool = False, granule: int | None = None) -> list[Mismatch]:
     """Judge every pread that returned bytes, each on its own against any linearization (not jointly
     with the final content or other reads).
 
     A read must return exactly the file's bytes at its point, clipped at EOF (``short_reads``: or a
     prefix of them). Returns one :class:`Mismatch` (``kind="read"``) per read no linearization
-    explains; its sizes are byte counts (returned vs expected).
+    explains; its sizes are byte counts (returned vs expected). ``granule``: as for
+    :func:`check_final`.
     """
     out: list[Mismatch] = []
     for file in history.files:
         reads = [op for op in history.ops_on(file) if op.op == "pread" and op.out is not None]
         if not reads:
             continue
-        search = _FileSearch(history, file)
+        search = _FileSearch(history, file, granule)
         for read in reads:
             mm = _check_read(search, read, short_reads)
             if mm is not None:
