@@ -44,6 +44,8 @@ def _guard(fn: Callable[..., int]) -> Callable[..., None]:
             code = fn(*args, **kwargs)
         except BlkfuzzError as err:
             _fail(EXIT_BAD_INPUT, f"blkfuzz: error: {err}")
+        except click.ClickException as err:  # a usage error found after parsing
+            _fail(EXIT_BAD_INPUT, f"blkfuzz: error: {err.format_message()}")
         except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
             _fail(EXIT_BAD_INPUT, f"blkfuzz: error: {err.filename}: {err.strerror}")
         except KeyboardInterrupt:
