@@ -102,7 +102,8 @@ def main() -> None:
         rand = _median(rand_t, args.budget) if rand_t else "-"
         found = sum(t is not None for t in fuzz_t)
         print(
-            f"{variant + ' / ' + sig:<70} {_median(fuzz_t, args.budget):>14} {rand:>16}  (found {found}/{len(fuzz_t)})"
+            f"{variant + ' / ' + sig:<70} {_median(fuzz_t, args.budget):>14} {rand:>16}"
+            f"  (found {found}/{len(fuzz_t)})"
         )
 
 
