@@ -143,6 +143,8 @@ def random_config(rng: random.Random, requires: dict[str, object] | None = None)
     wp = rng.choice(WRITE_PATHS)
     inline = wp == "ext4" and rng.random() < 0.5
     journal = rng.random() < 0.2
+    if "journal" in requires:  # the device must be sized for the journal a variant requires
+        journal = bool(requires["journal"])
     inodes = 32
     lo = _min_device_blocks(bs, inodes, journal)
     hi = 8 * bs + (1 if bs == 1024 else 0)
@@ -162,7 +164,9 @@ def random_config(rng: random.Random, requires: dict[str, object] | None = None)
     try:
         return cfg.validate()
     except BlkfuzzError:
-        return config_for_variants(Config(), dict(requires)).validate()
+        fallback = config_for_variants(Config(), dict(requires))
+        need = _min_device_blocks(fallback.block_size, fallback.inodes, fallback.journal)
+        return fallback.with_(device_blocks=max(fallback.device_blocks, need + 64)).validate()
 
 
 # --------------------------------------------------------------------------------------------------
