@@ -9,6 +9,7 @@ the syscalls and that every read returned data some linearization allows.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,33 @@ def report_finding(rep: Report) -> Finding:
 
 #: errno values an outside checker sees when the device failed an IO
 _EIO = 5
+#: an unknown range covering any file
+_WHOLE_FILE = 1 << 62
+
+#: kernel log and trace lines in which ext4 says a file's writeback ran out of space: the extent
+#: tree block a delalloc allocation or an unwritten conversion needs is allocated while the blocks
+#: just allocated still count as reserved (ext4_da_update_reserve_space() runs after
+#: ext4_ext_insert_extent()), so on a small, nearly full filesystem even the reserved pool
+#: (s_resv_clusters, 2% capped at 4096 clusters) may not cover it -- "in the worst case return
+#: ENOSPC" (27dd43854227, "ext4: introduce reserved space"). The data is then lost: dropped at
+#: once ("Data will be lost"), left unconverted, or left dirty until unmount drops it with the
+#: inode (ext4_writepages_result with -ENOSPC: the flusher ignores the error, sync(2) reports none)
+_DATA_LOSS = re.compile(
+    r"Delayed block allocation failed for inode (\d+) .*with error -28;.*Data will be lost"
+    r"|failed to convert unwritten extents to written extents -- potential data loss! "
+    r"\(inode (\d+), error -28\)"
+    r"|ext4_writepages_result: ino (\d+) ret -28"
+)
+
+
+def reported_losses(ex: Execution) -> set[int]:
+    """Inodes whose data ext4 said (in the kernel log) it lost to ENOSPC at writeback."""
+    out: set[int] = set()
+    for line in ex.messages:
+        m = _DATA_LOSS.search(line)
+        if m:
+            out.add(int(next(g for g in m.groups() if g)))
+    return out
 
 
 def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
@@ -37,7 +65,8 @@ def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
 
     - the final image: structurally consistent (``oracle.fsck``), every file the outcome of some
       linearization of the syscalls (bytes a failed data write should have written are not judged,
-      nor the size of a file that lost one: ``oracle.crash.lost_ranges``);
+      nor the size of a file that lost one: ``oracle.crash.lost_ranges``; nor anything of a file
+      whose data the kernel log says ext4 lost to ENOSPC at writeback: ``reported_losses``);
     - every read returned what some linearization allows (a prefix of it once the device has
       failed an IO: a read that hit EIO part way returns short);
     - a failed data write is reported by the next fsync (``oracle.wb_errors``);
@@ -68,13 +97,33 @@ def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
             )
         if failed_writes and not problems:
             lost = lost_ranges(ex.iolog, ex.image, clip=False)
-    for mm in check_reads(ex.history, short_reads=eio or failed_writes, granule=ex.config.folio_size):
+        losses = reported_losses(ex)
+        if losses and not problems:
+            # a file whose data the kernel reported lost: none of its bytes, nor its size, is judged
+            from oracle.image import Ext4Image
+
+            for fi in Ext4Image(ex.image).files():
+                if fi.ino in losses:
+                    lost[fi.name] = [(0, _WHOLE_FILE)]
+    granule, block = ex.config.folio_size, ex.config.block_size
+    # a write is atomic against reads and stores per folio -- per block on the iomap path, whose
+    # mappings may end inside a folio (see oracle.linearize.check_final)
+    wgran = block if ex.config.write_path == "iomap" else granule
+    for mm in check_reads(
+        ex.history, short_reads=eio or failed_writes, granule=granule, block_size=block, write_granule=wgran
+    ):
         if mm.file in lost:  # a page whose writeback failed may be evicted and read back stale
             continue
         out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
     if ex.image is not None:
         for mm in check_final(
-            ex.history, ex.files, unknown=lost, any_size=tuple(lost), granule=ex.config.folio_size
+            ex.history,
+            ex.files,
+            unknown=lost,
+            any_size=tuple(lost),
+            granule=granule,
+            block_size=block,
+            write_granule=wgran,
         ):
             out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
         if failed_writes:

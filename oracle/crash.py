@@ -40,15 +40,16 @@ is judged on the infinite zero-extended file (bytes past the size are zero).
 1. **structure** (category ``"fsck"``): the recovered image passes :func:`oracle.fsck.fsck`, journal
    recovery reported no error (a checksum failure in a committed transaction means the log the
    model wrote was not durable when its commit block was), and every file of the program exists.
-2. **durability** (``"crash-consistency"``): let ``F`` be the latest fsync/fdatasync of the file,
-   or sync, that returned 0 before the crash. ``R`` is the set of ops on the file that completed
-   before ``F`` was invoked (or precede it in its thread) and were invoked after the file's last
-   failed fsync/fdatasync returned (an error reported there may have lost anything earlier:
-   errseq semantics). A sync promises nothing if some write failed before it returned (sync(2)
-   reports no errors). Then every byte must hold a value ``R`` leaves there -- the value of an op
-   of ``R`` not overwritten for sure by a later op of ``R`` (a concurrent or partial op leaves
-   several candidates), or the initial content -- unless an op not in ``R`` invoked before the
-   crash may have changed it: then also that op's value (its data, or zero for punch/zero range/
+2. **durability** (``"crash-consistency"``): let ``F`` be the latest fsync/fdatasync of the file, or
+   sync, that returned 0 before the crash. ``R`` is the set of ops on the file that completed before
+   ``F`` was invoked (or precede it in its thread) and were invoked after the file's last failed
+   fsync/fdatasync returned (an error reported there may have lost anything earlier: errseq
+   semantics), or after the last remount that followed a failed write (the unmount drops the
+   unreported error with the inode). A sync promises nothing if some write failed before it returned
+   (sync(2) reports no errors). Then every byte must hold a value ``R`` leaves there -- the value of
+   an op of ``R`` not overwritten for sure by a later op of ``R`` (a concurrent or partial op leaves
+   several candidates), or the initial content -- unless an op not in ``R`` invoked before the crash
+   may have changed it: then also that op's value (its data, or zero for punch/zero range/
    truncate). Ordered mode makes data blocks individually old or new, so bytes are judged one by
    one, not as a whole linearization. The size is judged with rule 4, with the ops of ``R`` exact.
 3. **no foreign bytes**: every byte is zero, the initial content, or a byte some pwrite/mwrite
@@ -187,7 +188,13 @@ def _lost_sectors(entries: Sequence[Any], nsectors: int, cutoff: int | None) -> 
 def _lost_file_ranges(
     extents: Sequence[Any], size: int | None, lost: np.ndarray, bs: int
 ) -> list[tuple[int, int]]:
-    """Byte ranges of one file (extents, size) that lie on ``lost`` sectors, sorted and merged."""
+    """Byte ranges of one file (extents, size) that lie on ``lost`` sectors, sorted and merged.
+
+    A file that lost a sector also has every one of its unwritten extents counted as lost: the
+    writes of one ioend complete together, and when any of its bios failed the completion converts
+    none of the ioend's unwritten extents ("Do not convert the unwritten extents if data writeback
+    fails, or stale data may be exposed", ext4_end_io_end(); xfs_end_ioend() likewise skips the
+    conversion on error), so blocks whose own write succeeded may still read back as zeros."""
     spb = bs // SECTOR_SIZE
     ranges: list[tuple[int, int]] = []
     for e in extents:
@@ -201,6 +208,14 @@ def _lost_file_ranges(
                 end = min(end, size)
             if start < end:
                 ranges.append((start, end))
+    if ranges:
+        for e in extents:
+            if e.unwritten:
+                start, end = e.lblk * bs, (e.lblk + e.len) * bs
+                if size is not None:
+                    end = min(end, size)
+                if start < end:
+                    ranges.append((start, end))
     ranges.sort()
     merged: list[tuple[int, int]] = []
     for a, b in ranges:
@@ -846,7 +861,18 @@ class _Judge:
             and o.ret is not None
             and o.result is not None
             and o.result < 0
-            and o.ret < f.invoke
+            and o.ret <= f.invoke  # the same step when the thread's next call is F
+        ]
+        # a remount after a failed write drops the error with the inode (errseq lives in the
+        # in-memory mapping): an fsync after it cannot report what that write lost, so it
+        # promises nothing about the ops before the remount either
+        failed += [
+            o.ret
+            for o in self.history.ops
+            if o.op == "remount"
+            and o.ret is not None
+            and o.ret <= f.invoke
+            and bisect.bisect_left(self.failed_steps, o.ret) > 0
         ]
         floor = max(failed) if failed else -1
         required = tuple(

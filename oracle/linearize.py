@@ -394,8 +394,14 @@ class _Ev:
         return f"op {self.op.index}" + (f" store {self.pos}" if self.pos >= 0 else "")
 
 
-def _events_of(op: HistoryOp) -> list[_Ev]:
-    """The events of one op (the effect table of :mod:`oracle.reference`)."""
+def _events_of(op: HistoryOp, block_size: int | None = None) -> list[_Ev]:
+    """The events of one op (the effect table of :mod:`oracle.reference`).
+
+    ``block_size`` (None: the reference's effects exactly): a zero range that failed or did not
+    return zeroes its whole blocks first and its partial edge blocks last (ext4_zero_range():
+    ext4_alloc_file_blocks() converts the whole blocks chunk by chunk, ext4_zero_partial_blocks()
+    runs only once that succeeded), so its partial effect is a prefix of its whole blocks, or a
+    prefix of the full range -- two partial-zero events."""
     name = op.op
     if name == "mwrite":
         evs = []
@@ -458,12 +464,18 @@ def _events_of(op: HistoryOp) -> list[_Ev]:
     elif mode in ("punch_hole", "zero_range_keep_size", "zero_range"):
         e = _Ev(_PZ, op, a=off, b=end)
         e.grow = end if mode == "zero_range" else -1
+        if block_size and mode != "punch_hole":
+            a, b = -(-off // block_size) * block_size, end // block_size * block_size
+            if a < b and (a, b) != (off, end):
+                return [_Ev(_PZ, op, a=a, b=b), e]
     else:
         return []
     return [e]
 
 
-def _split_writes(evs: list[_Ev], ops: Sequence[HistoryOp], granule: int) -> list[_Ev]:
+def _split_writes(
+    evs: list[_Ev], ops: Sequence[HistoryOp], granule: int, zero_granule: int | None = None
+) -> list[_Ev]:
     """Completed pwrites that overlap in time with a read or an mmap store of the file, cut into
     one event per ``granule`` (folio) they touch.
 
@@ -473,32 +485,55 @@ def _split_writes(evs: list[_Ev], ops: Sequence[HistoryOp], granule: int) -> lis
     folios; and a read copies folio by folio too, so it may see a later folio of the write and
     not an earlier one: the pieces keep the write's slot in program order but are unordered among
     themselves. (Two writes that both overlap such an op may then interleave by folio in the
-    search too: a laxness, never a false alarm.)"""
-    windows: list[tuple[int, int]] = []
+    search too: a laxness, never a false alarm.)
+
+    A hole punch or zero range is cut the same way, per ``zero_granule`` (a folio): it holds
+    i_rwsem and invalidate_lock, but a read copies an uptodate cached folio without either, and
+    zeroing goes folio by folio (truncate_pagecache_range(), then the partial edge blocks), so a
+    concurrent read may see one folio before it and the next after it.
+
+    Only the units an overlapping read or store touches are cut apart; the rest of the event stays
+    whole (nothing observes it between two of its units), which keeps the search small."""
+    windows: list[tuple[int, int, int, int, int]] = []  # (op index, first step, last step, a, b)
     for op in ops:
-        if op.op == "pread" and op.out is not None:
-            windows.append((op.invoke, op.ret if op.ret is not None else _BIG))
+        if op.op == "pread" and op.out is not None and op.out:
+            off = op.arg("off")
+            windows.append(
+                (op.index, op.invoke, op.ret if op.ret is not None else _BIG, off, off + len(op.out))
+            )
         for st in op.stores:
-            windows.append((st.step, st.step))
+            windows.append((op.index, st.step, st.step, st.off, st.off + len(st.data)))
     if not windows:
         return evs
     out: list[_Ev] = []
     for e in evs:
         op = e.op
-        end = op.ret if op.ret is not None else _BIG
-        racy = any(lo <= end and op.invoke <= hi for lo, hi in windows if (lo, hi) != (op.invoke, end))
-        if e.kind != _W or not racy or e.data is None or e.b - e.a <= granule - e.a % granule:
+        if e.kind not in (_W, _Z, _ZG) or e.b >= INF or (e.kind == _W and e.data is None):
             out.append(e)
             continue
-        a = e.a
-        while a < e.b:
-            b = min(e.b, (a // granule + 1) * granule)
-            piece = _Ev(_W, op, a=a, b=b)
-            piece.data = e.data[a - e.a : b - e.a]
-            piece.grow = b
+        g = granule if e.kind == _W else zero_granule or granule
+        end = op.ret if op.ret is not None else _BIG
+        cuts: set[int] = set()
+        for idx, lo, hi, a, b in windows:
+            if idx != op.index and lo <= end and op.invoke <= hi and a < e.b and e.a < b:
+                cuts.update(range(max(a, e.a) // g * g, min(b, e.b) + g, g))
+        bounds = [e.a, *sorted(c for c in cuts if e.a < c < e.b), e.b]
+        if len(bounds) == 2:
+            out.append(e)
+            continue
+        for a, b in pairwise(bounds):
+            piece = _Ev(_W if e.kind == _W else _Z, op, a=a, b=b)
+            if e.kind == _W:
+                assert e.data is not None
+                piece.data = e.data[a - e.a : b - e.a]
+                piece.grow = b
             piece.piece = True
             out.append(piece)
-            a = b
+        if e.kind == _ZG:  # the size change of a zero range, as its own piece
+            grow = _Ev(_G, op)
+            grow.grow = e.grow
+            grow.piece = True
+            out.append(grow)
     return out
 
 
@@ -560,14 +595,22 @@ _Move = tuple[int, _U, int, int, Any]  # (cost, U', lo', hi', choice)
 class _FileSearch:
     """Events, order and size facts of one file; runs searches against a target."""
 
-    def __init__(self, history: History, file: str, granule: int | None = None) -> None:
+    def __init__(
+        self,
+        history: History,
+        file: str,
+        granule: int | None = None,
+        block_size: int | None = None,
+        write_granule: int | None = None,
+    ) -> None:
         self.history = history
         self.file = file
         self.initial = history.initial_of(file)
+        self.granule = granule
         ops = history.ops_on(file)
-        evs = [e for op in ops for e in _events_of(op)]
+        evs = [e for op in ops for e in _events_of(op, block_size)]
         if granule:
-            evs = _split_writes(evs, ops, granule)
+            evs = _split_writes(evs, ops, write_granule or granule, granule)
         evs.sort(key=lambda e: (e.lo, e.op.index, e.pos))
         self.evs = evs
         n = len(evs)
@@ -1176,6 +1219,8 @@ def check_final(
     unknown: Mapping[str, Sequence[tuple[int, int]]] | None = None,
     any_size: Collection[str] = (),
     granule: int | None = None,
+    block_size: int | None = None,
+    write_granule: int | None = None,
 ) -> list[Mismatch]:
     """Judge the final content of every file of ``history``.
 
@@ -1191,13 +1236,18 @@ def check_final(
 
     ``granule``: the folio size; a write that overlaps a store or read in time is atomic only
     per folio against them (see ``_split_writes``). None: every write is atomic.
+    ``block_size``: the filesystem block size; a zero range that failed zeroes whole blocks
+    first (see ``_events_of``). None: partial effects are prefixes of the range.
+    ``write_granule``: the unit a write is atomic in against reads and stores, when smaller than
+    a folio: iomap_write_iter() copies one folio *of one mapping* at a time, and a mapping may
+    end at any block boundary inside a folio, so on the iomap path a write is atomic per block.
 
     ``any_size``: files whose size is not judged either, nor any byte past the found size (a data
     write that failed may take the size update that follows its completion with it).
     """
     out: list[Mismatch] = []
     for file in history.files:
-        search = _FileSearch(history, file, granule)
+        search = _FileSearch(history, file, granule, block_size, write_granule)
         if file not in final:
             missing = "missing from the final image"
             out.append(Mismatch(file, "final", (), 0, 0, 0, Source("unknown"), (), note=missing))
@@ -1244,21 +1294,28 @@ def check_final(
     return out
 
 
-def check_reads(history: History, *, short_reads: bool = False, granule: int | None = None) -> list[Mismatch]:
+def check_reads(
+    history: History,
+    *,
+    short_reads: bool = False,
+    granule: int | None = None,
+    block_size: int | None = None,
+    write_granule: int | None = None,
+) -> list[Mismatch]:
     """Judge every pread that returned bytes, each on its own against any linearization (not jointly
     with the final content or other reads).
 
     A read must return exactly the file's bytes at its point, clipped at EOF (``short_reads``: or a
     prefix of them). Returns one :class:`Mismatch` (``kind="read"``) per read no linearization
-    explains; its sizes are byte counts (returned vs expected). ``granule``: as for
-    :func:`check_final`.
+    explains; its sizes are byte counts (returned vs expected). ``granule``, ``block_size``,
+    ``write_granule``: as for :func:`check_final`.
     """
     out: list[Mismatch] = []
     for file in history.files:
         reads = [op for op in history.ops_on(file) if op.op == "pread" and op.out is not None]
         if not reads:
             continue
-        search = _FileSearch(history, file, granule)
+        search = _FileSearch(history, file, granule, block_size, write_granule)
         for read in reads:
             mm = _check_read(search, read, short_reads)
             if mm is not None:
@@ -1266,21 +1323,81 @@ def check_reads(history: History, *, short_reads: bool = False, granule: int | N
     return out
 
 
+def _cut_by_shrink(search: _FileSearch, read: HistoryOp, end: int) -> bool:
+    """May a read that returned up to ``end`` have been cut short by a concurrent truncate?
+
+    filemap_read() takes no i_rwsem and samples i_size once per batch of folios: a truncate that
+    shrinks the file between two batches ends the read at the last folio it copied, so it returns
+    a prefix ending at a folio boundary of what the file held when that folio was copied -- not
+    the size of any one moment."""
+    g = search.granule
+    if not g or end % g:
+        return False
+    ret = read.ret if read.ret is not None else _BIG
+    for e in search.evs:
+        if e.kind == _T and e.op is not read:
+            op_ret = e.op.ret if e.op.ret is not None else _BIG
+            if e.op.invoke <= ret and read.invoke <= op_ret:
+                return True
+    return False
+
+
+def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bool:
+    """Whether each folio of a read that overlaps other ops of the file in time is explained on
+    its own: filemap_read() copies folio by folio with no lock that orders it against writers (a
+    store through a mapping, a write, a zeroing may land between two folios it copies), so each
+    folio may show a different moment of the file. It also copies only up to the i_size it
+    sampled and samples it again for the next batch: a file that grew meanwhile makes it go on
+    from that old EOF, inside the same folio, at a later moment -- so the pieces are cut at folio
+    boundaries and at every size the file may have had. Every piece but the last says the file
+    held at least its end; the last one carries the read's size facts (``search.read_size``).
+    Checks nothing (False) for a read of one piece or with nothing concurrent."""
+    g = search.granule
+    assert read.out is not None
+    if not g or n <= 1:
+        return False
+    ret = read.ret if read.ret is not None else _BIG
+    if not any(e.op is not read and e.lo[0] <= ret and read.invoke <= e.hi[0] for e in search.evs):
+        return False
+    cuts = set(range((off // g + 1) * g, off + n, g))
+    cuts.update(x for x in search.size_points if off < x < off + n)
+    if not cuts:
+        return False
+    ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
+    start: _State = ((search.full & ~search.obs & ~search.succ[ri]) | 1 << ri, (), 0, INF)
+    wanted = search.read_size
+    try:
+        a = off
+        for b in [*sorted(cuts), off + n]:
+            search.read_range = (a, b)
+            search.read_size = wanted if b == off + n else (b, INF)
+            search._set_target(_Target(a, read.out[a - off : b - off], b))
+            if not search.feasible(start):
+                return False
+            a = b
+        return True
+    finally:
+        search.read_size = wanted
+
+
 def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mismatch | None:
     assert read.out is not None
     off, length, n = read.arg("off"), read.arg("len"), len(read.out)
     ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
     search.read_range = (off, off + n)
-    if short_reads or n == length:
+    if short_reads or n == length or (n and _cut_by_shrink(search, read, off + n)):
         search.read_size = (off + n if n else 0, INF)  # the file held at least the bytes returned
     elif n:
         search.read_size = (off + n, off + n)  # a short read stopped exactly at EOF
     else:
         search.read_size = (0, off)  # nothing returned: at or past EOF
-    search._set_target(_Target(off, read.out, off + n))
     # the read and everything that may precede it; events that must follow it cannot matter
     r0 = (search.full & ~search.obs & ~search.succ[ri]) | 1 << ri
     start: _State = (r0, (), 0, INF)
+    if _read_by_folio(search, read, off, n):
+        return None
+    search.read_range = (off, off + n)
+    search._set_target(_Target(off, read.out, off + n))
     if search.feasible(start):
         return None
     order = search.closest(start)

@@ -16,13 +16,14 @@ error handling and reporting"). So, from the history and the block IO log alone:
 
 Every user thread has its own descriptor for each file, opened before the program starts, so the
 thread is the descriptor. A remount between the failure and the fsync drops the in-memory error
-with the inode (a descriptor opened after an error does not see it): such pairs are not judged.
+with the inode (a descriptor opened after an error does not see it): such pairs are not judged --
+nor a failure of a write the remount's own unmount issued (it ends before the inode is evicted).
 ``sync(2)`` returns nothing and is not judged.
 
 Which file a failed write belonged to is read from the final image (extent maps). To stay sound
 when blocks change owner, a failed write is attributed only when exactly one file maps its blocks
-at the end and no op that frees blocks (truncate, punch hole, zero range, creat) was invoked after
-the failure.
+at the end and no op that frees blocks (truncate, punch hole, zero range, creat) was running at or
+invoked after the failure.
 """
 
 from __future__ import annotations
@@ -81,8 +82,12 @@ def check_error_reporting(
     img = final_image if isinstance(final_image, Ext4Image) else Ext4Image(final_image)
     files = [fi for fi in img.files() if fi.name in history.files]
     ops = sorted(history.ops, key=lambda o: (o.invoke, o.index))
-    remounts = [o.invoke for o in ops if o.op == "remount"]
-    last_free = max((o.invoke for o in ops if _frees_blocks(o)), default=-1)
+    # (invoke, ret) of each remount: its unmount evicts the inode, and the error with it -- also
+    # an error of a write its own unmount writeback issued
+    remounts = [(o.invoke, o.ret if o.ret is not None else 1 << 62) for o in ops if o.op == "remount"]
+    # an op that frees blocks may do so any time until it returns (creat's truncate waits for
+    # writeback first, then frees the blocks the failed write covered)
+    last_free = max((o.ret if o.ret is not None else 1 << 62 for o in ops if _frees_blocks(o)), default=-1)
     failures: list[tuple[int, str, int, Any]] = []  # (step, file, file offset, entry)
     for e in failed:
         if e.complete_step <= last_free:
@@ -113,7 +118,7 @@ def check_error_reporting(
                 for step, fname, off, e in failures:
                     if fname != name or not (prev_ret < step < end):
                         continue
-                    if any(step < r < s.invoke for r in remounts):
+                    if any(step < r_ret and r_inv < s.invoke for r_inv, r_ret in remounts):
                         continue
                     title = f"{s.op}: returned 0 after a writeback error"
                     if title in out:

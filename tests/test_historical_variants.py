@@ -36,14 +36,18 @@ def _program(
 
 
 # a store past EOF into the EOF folio, then a write that extends the file past that folio: the
-# stored bytes must not become file data (they are past EOF when stored)
+# stored bytes must not become file data (they are past EOF when stored). They land past the EOF
+# *block*: the EOF block's own tail is zeroed by the write path whatever pagecache_isize_extended()
+# does (ext4_write_checks / xfs_file_write_checks), the rest of the folio only by the 6.12 fix
 EOF_STORE = [
     [
         _pwrite("a", 0, 1),
         {"op": "mmap", "file": "a"},
-        {"op": "mwrite", "file": "a", "off": 1, "len": 100, "data": {"seed": 3}},
+        {"op": "mwrite", "file": "a", "off": 1100, "len": 100, "data": {"seed": 3}},
         _pwrite("a", 8192, 4, seed=2),
-        {"op": "pread", "file": "a", "off": 0, "len": 200},
+        # a write into that block makes the folio's stale bytes around it durable too
+        _pwrite("a", 1024, 1, seed=4),
+        {"op": "pread", "file": "a", "off": 0, "len": 1300},
     ]
 ]
 EOF_CONFIG = {"block_size": 1024, "folio_blocks": 4, "write_path": "iomap"}

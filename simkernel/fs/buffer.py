@@ -90,7 +90,7 @@ class Buffer(Memory):
                 bh.clear_mapping()
         if offset == 0 and length >= folio.size:
             folio.private = None
-            folio.dirty = False
+            folio.dirty = folio.tagged = False
 
     def try_to_free_buffers(self, folio: Folio) -> bool:
         """try_to_free_buffers(): only when no buffer is dirty (or locked for IO)."""

@@ -18,11 +18,13 @@ class FsWriteback(KernelBase):
         return self.sched.spawn(f"kworker/{wq_name}", work)
 
     def dirty_inodes(self) -> list[Inode]:
-        """Inodes with dirty folios, in inode order (the b_dirty list, simplified)."""
+        """Inodes with dirty folios, in inode order (the b_dirty list, simplified); an inode whose
+        folios another task is cleaning for IO right now counts (sync_inodes_sb() waits for its
+        I_SYNC writeback, then for the IO)."""
         return [
             self.sb.s_inodes[ino]
             for ino in sorted(self.sb.s_inodes)
-            if any(f.dirty for f in self.sb.s_inodes[ino].i_mapping.i_pages.values())
+            if any(f.dirty or f.tagged for f in self.sb.s_inodes[ino].i_mapping.i_pages.values())
         ]
 
     def writeback_single_inode(self, inode: Inode, wbc: WritebackControl) -> KGen:

@@ -162,8 +162,13 @@ class AddressSpace:
         return len(self.i_pages)
 
     def dirty_indices(self) -> list[int]:
-        """Indices of dirty folios, ascending (PAGECACHE_TAG_DIRTY)."""
+        """Indices of dirty folios, ascending."""
         return sorted(i for i, f in self.i_pages.items() if f.dirty)
+
+    def tagged_dirty_indices(self) -> list[int]:
+        """Indices of folios tagged PAGECACHE_TAG_DIRTY, ascending: the dirty ones and those being
+        cleaned for writeback right now (what tag_pages_for_writeback() and mapping_tagged() see)."""
+        return sorted(i for i, f in self.i_pages.items() if f.dirty or f.tagged)
 
 
 class Inode:

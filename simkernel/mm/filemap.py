@@ -136,6 +136,7 @@ class Filemap(Locking):
         if folio.dirty:
             return False
         folio.dirty = True
+        folio.tagged = True
         return True
 
     def folio_mark_dirty(self, folio: Folio) -> bool:
@@ -143,7 +144,7 @@ class Filemap(Locking):
         mapping = folio.mapping
         if mapping is None or mapping.a_ops is None:
             if not folio.dirty:
-                folio.dirty = True
+                folio.dirty = folio.tagged = True
                 return True
             return False
         return bool(mapping.a_ops.dirty_folio(mapping, folio))
@@ -307,7 +308,7 @@ class Filemap(Locking):
         mapping = folio.mapping
         if mapping is not None and mapping.i_pages.get(folio.index) is folio:
             del mapping.i_pages[folio.index]
-        folio.dirty = False
+        folio.dirty = folio.tagged = False
         folio.mapping = None
 
     def truncate_inode_partial_folio(self, folio: Folio, start: int, end: int) -> KGen:

@@ -30,6 +30,7 @@ class Folio:
         "owner",
         "private",
         "pte_writable",
+        "tagged",
         "uptodate",
         "wb_wq",
         "writeback",
@@ -43,6 +44,10 @@ class Folio:
         self.owner: Task | None = None
         self.uptodate = False
         self.dirty = False
+        #: PAGECACHE_TAG_DIRTY: set with the dirty flag, but cleared only when writeback starts on
+        #: the cleaned folio (__folio_start_writeback) or the folio leaves the cache -- so a folio
+        #: another task is preparing for IO (cleaned, still locked) stays visible to fsync/sync
+        self.tagged = False
         self.writeback = False
         self.error = False
         #: buffer heads (list) for ext4, IomapFolioState for iomap, or None

@@ -195,10 +195,14 @@ class Memory(PageWriteback):
             return 0
         ps = self.page_size
         vma = i.map_vma
+        assert vma is not None
         start = i.map_off + i.offset
         end = start + nbytes
         # might_fault(): lockdep learns "held locks -> mmap_lock" even when no fault happens
         self.might_lock_read(self.mm.mmap_lock)
+        still_mapped = self.mm.vmas.get(vma.vm_file.f_inode.i_ino) is vma
+        if not still_mapped:
+            return nbytes  # unmapped meanwhile: no VMA at the address, the fault fails (EFAULT)
         pos = start
         while pos < end:
             pgoff = pos // ps

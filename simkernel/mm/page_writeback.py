@@ -44,6 +44,8 @@ class PageWriteback(Filemap):
         """folio_start_writeback(): the folio is under IO from now until folio_end_writeback()."""
         self.BUG_ON(folio.writeback, "folio_test_writeback(folio)")
         folio.writeback = True
+        if not folio.dirty:
+            folio.tagged = False
 
     def folio_end_writeback(self, folio: Folio) -> None:
         """folio_end_writeback(): IO done; wake waiters (fsync, truncate, FGP_STABLE writers)."""
@@ -68,11 +70,14 @@ class PageWriteback(Filemap):
             start, end = wbc.range_start // ps, wbc.range_end // ps
         # tag_pages_for_writeback(): the set to write is fixed up front, so redirtying during the walk
         # cannot livelock a data-integrity sync
-        indices = [i for i in mapping.dirty_indices() if start <= i <= end]
-        if wbc.range_cyclic and start:
-            indices += [i for i in mapping.dirty_indices() if i < start]
+        indices = [i for i in mapping.tagged_dirty_indices() if start <= i <= end]
+        # range_cyclic does not loop back to the start of the file: "we should only ever lock
+        # multiple pages in ascending page->index order" -- the folios already added to the
+        # caller's unsubmitted ioend are under writeback, and a task holding a lower folio's lock
+        # while it waits for that writeback would deadlock with us (64081362e8ff)
         ret = 0
         done_index = start
+        finished = True
         for index in indices:
             folio = mapping.i_pages.get(index)
             if folio is None:
@@ -94,17 +99,20 @@ class PageWriteback(Filemap):
             if err:
                 ret = ret or err
                 if wbc.sync_mode == WB_SYNC_NONE:
+                    finished = False
                     break
             wbc.nr_to_write -= 1
             if wbc.nr_to_write <= 0 and wbc.sync_mode == WB_SYNC_NONE:
+                finished = False
                 break
         if wbc.range_cyclic:
-            mapping.writeback_index = done_index
+            # the end of the file reached: the next cyclic pass starts over from index 0
+            mapping.writeback_index = 0 if finished else done_index
         return ret
 
     def do_writepages(self, mapping: AddressSpace, wbc: WritebackControl) -> KGen:
         """do_writepages(): the filesystem's ->writepages."""
-        if mapping.a_ops is None or not mapping.dirty_indices():
+        if mapping.a_ops is None or not mapping.tagged_dirty_indices():
             return 0
         return (yield from mapping.a_ops.writepages(mapping, wbc))
 

@@ -13,7 +13,7 @@ from simkernel.fs.ext4.ext4 import (
     Extent,
 )
 from simkernel.fs.iomap.iomap import Iomap
-from simkernel.fs.vfs import File
+from simkernel.fs.vfs import ENOSPC, File
 from simkernel.kernel.sched import KGen
 from simkernel.mm.filemap import FGP_LOCK
 from simkernel.mm.memory import VmArea
@@ -99,6 +99,39 @@ class Ext4InlineFixed(Variant):
             self.folio_unlock(folio)
         self.ext4_journal_stop(handle)
         return error
+
+    def ext4_convert_inline_data_to_extent(self, mapping: Any, inode: Ext4InodeInfo) -> KGen:
+        """The write path's conversion (a write that does not fit inline) the same sound way: the
+        kernel's destroys the inline data before it allocates the block, so an ENOSPC there loses
+        the inline bytes; here nothing changes unless the block is allocated and filled."""
+        retries = [0]
+        while True:
+            ret = yield from self.ext4_convert_inline_data(inode)
+            if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                continue
+            return ret
+
+    def ext4_prepare_inline_data(self, handle: Any, inode: Ext4InodeInfo, length: int) -> KGen:
+        """ext4_prepare_inline_data() deciding under xattr_sem: the kernel tests MAY_INLINE_DATA
+        before it takes the lock, so a writer that waited there while a conversion ran would
+        re-create inline data over the new extent tree (ext4_create_inline_data() clears EXTENTS
+        and i_block). Checked again under the lock, a conversion that won makes it -ENOSPC: the
+        writer takes the block path, which finds the inode no longer inline."""
+        if not self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA):
+            return -ENOSPC
+        size = self.ext4_get_max_inline_size(inode)
+        if size < length:
+            return -ENOSPC
+        no_expand = yield from self.ext4_write_lock_xattr(inode)
+        try:
+            if not self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA):
+                return -ENOSPC
+            self.ext4_find_inline_data_nolock(inode)
+            if inode.i_inline_off:
+                return self.ext4_update_inline_data(handle, inode, length)
+            return self.ext4_create_inline_data(handle, inode, length)
+        finally:
+            self.ext4_write_unlock_xattr(inode, no_expand)
 
     def ext4_convert_inline_data_nolock(self, handle: Any, inode: Ext4InodeInfo) -> KGen:
         """Allocate a block and write the inline data into it; only when both succeeded, switch the

@@ -121,6 +121,8 @@ class Ext4InodeInfo(Inode):
         self.i_reserved_data_blocks = 0
         self.i_data_sem = RwSemaphore("&ei->i_data_sem", f"i_data_sem#{ino}")
         self.xattr_sem = RwSemaphore("&ei->xattr_sem", f"xattr_sem#{ino}")
+        #: NEXT_ORPHAN(inode): the next inode of the on-disk orphan list (stored in i_dtime)
+        self.i_next_orphan = 0
         #: jbd2: transaction id of the last change fsync/fdatasync must commit
         self.i_sync_tid = 0
         self.i_datasync_tid = 0
@@ -161,6 +163,8 @@ class Ext4SbInfo:
     #: armed fault injections: "alloc" (next unreserved block allocation), "reserve" (next delalloc
     #: reservation) -> errno to return
     inject: dict[str, int] = field(default_factory=dict)
+    #: head of the on-disk orphan list (es->s_last_orphan); 0 = empty
+    s_last_orphan: int = 0
     #: "Delayed block allocation failed" and similar ext4_msg lines
     messages: list[str] = field(default_factory=list)
 

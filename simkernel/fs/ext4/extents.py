@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from simkernel.block.blk_core import REQ_OP_WRITE, Bio
+from simkernel.config import SECTOR_SIZE
 from simkernel.fs.ext4 import ondisk
 from simkernel.fs.ext4.ext4 import (
     EXT4_EXTENTS_FL,
@@ -20,6 +22,7 @@ from simkernel.fs.ext4.ext4 import (
     EXT4_GET_BLOCKS_CREATE,
     EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT,
     EXT4_GET_BLOCKS_DELALLOC_RESERVE,
+    EXT4_GET_BLOCKS_PRE_IO,
     EXT4_GET_BLOCKS_UNWRIT_EXT,
     EXT4_MAP_MAPPED,
     EXT4_MAP_NEW,
@@ -73,15 +76,27 @@ class Ext4Extents(KernelBase):
     # -- extent list maintenance ---------------------------------------------------------------------
 
     @staticmethod
-    def ext4_ext_try_to_merge(inode: Ext4InodeInfo) -> None:
-        """ext4_ext_try_to_merge(): join neighbours that are contiguous on disk and of one kind."""
+    def ext4_ext_try_to_merge(inode: Ext4InodeInfo, lo: int | None = None, hi: int | None = None) -> None:
+        """ext4_ext_try_to_merge(): join neighbours that are contiguous on disk and of one kind.
+
+        With ``[lo, hi)`` (logical blocks just changed), only pairs with an extent overlapping it,
+        as the kernel merges only around the extent it modified (ext4_ext_try_to_merge(ex) tries
+        ex - 1 and ex): two unwritten extents elsewhere stay apart -- say, two writebacks' extents
+        whose conversions are still pending."""
         out: list[Extent] = []
         for ext in inode.i_extents:
             if out:
                 prev = out[-1]
                 limit = EXT_UNWRITTEN_MAX_LEN if ext.unwritten else EXT_INIT_MAX_LEN
+                near = (
+                    lo is None
+                    or hi is None
+                    or (prev.lblk < hi and prev.end > lo)
+                    or (ext.lblk < hi and ext.end > lo)
+                )
                 if (
-                    prev.end == ext.lblk
+                    near
+                    and prev.end == ext.lblk
                     and prev.pblk + prev.len == ext.pblk
                     and prev.unwritten == ext.unwritten
                     and prev.len + ext.len <= limit
@@ -129,8 +144,11 @@ class Ext4Extents(KernelBase):
             n += -(-ext.len // limit)
         return n
 
-    def ext4_ext_insert_extent(self, handle: Any, inode: Ext4InodeInfo, new: Extent) -> int:
-        """ext4_ext_insert_extent(): add a mapping for a range that was a hole."""
+    def ext4_ext_insert_extent(self, handle: Any, inode: Ext4InodeInfo, new: Extent, flags: int = 0) -> int:
+        """ext4_ext_insert_extent(): add a mapping for a range that was a hole. With
+        EXT4_GET_BLOCKS_PRE_IO (writeback allocating unwritten blocks for its IO) the new extent is
+        not merged with its neighbours, so the conversion at IO completion flips exactly that
+        extent and needs no split (and so no tree block)."""
         i = self.ext4_ext_find(inode, new.lblk)
         exts = inode.i_extents
         self.BUG_ON(
@@ -140,7 +158,8 @@ class Ext4Extents(KernelBase):
             existing=repr(exts[i]) if i < len(exts) else None,
         )
         exts.insert(i, new)
-        self.ext4_ext_try_to_merge(inode)
+        if not flags & EXT4_GET_BLOCKS_PRE_IO:
+            self.ext4_ext_try_to_merge(inode, new.lblk, new.end)
         self.ext4_es_bump_seq(inode)
         err = self.ext4_ext_update_tree(handle, inode)
         if err:
@@ -164,7 +183,7 @@ class Ext4Extents(KernelBase):
             else:
                 keep.append(ext)
         inode.i_extents = keep
-        self.ext4_ext_try_to_merge(inode)
+        self.ext4_ext_try_to_merge(inode, lblk, end)
         self.ext4_es_bump_seq(inode)
         return freed
 
@@ -178,9 +197,77 @@ class Ext4Extents(KernelBase):
             if ext.lblk >= lblk and ext.end <= end and ext.unwritten != unwritten:
                 ext.unwritten = unwritten
                 changed += ext.len
-        self.ext4_ext_try_to_merge(inode)
+        self.ext4_ext_try_to_merge(inode, lblk, end)
         self.ext4_es_bump_seq(inode)
         return changed
+
+    def ext4_ext_convert(
+        self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int, unwritten: bool
+    ) -> int:
+        """Flip [lblk, lblk+length) to ``unwritten`` and fit the tree to the new extent count: a
+        split in ext4_split_extent_at() may need a new leaf (ext4_ext_insert_extent ->
+        ext4_ext_grow_indepth), a merge may leave one empty. When no tree block can be had the
+        mapping is left as it was and the error returned; ext4_map_blocks() then tries the
+        zeroout fallback (:meth:`ext4_ext_convert_zeroout`)."""
+        self.ext4_ext_set_unwritten(inode, lblk, length, unwritten)
+        err = self.ext4_ext_update_tree(handle, inode)
+        if err:
+            self.ext4_ext_set_unwritten(inode, lblk, length, not unwritten)
+            self.ext4_ext_update_tree(handle, inode)
+            return err
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
+
+    def ext4_ext_convert_zeroout(self, handle: Any, inode: Ext4InodeInfo, map: MapBlocks, flags: int) -> KGen:
+        """The zeroout fallback of ext4_split_extent_at() (EXT4_EXT_MAY_ZEROOUT) when splitting the
+        extent for a conversion cannot get a tree block: instead of splitting, write zeros and
+        convert without a split -- "unwritten to written: zeroout everything around the mapped
+        range" (then the whole extent becomes written), "written to unwritten: zeroout only the
+        mapped range" (it stays written). Allowed only for an extent inside EOF
+        (ext4_split_convert_extents(): ``ee_block + ee_len <= eof_block``); otherwise the split's
+        -ENOSPC stands. Caller holds i_data_sem for write; the zeroing IO is synchronous
+        (ext4_ext_zeroout -> ext4_issue_zeroout), as in the kernel."""
+        lblk = map.m_lblk
+        exts = inode.i_extents
+        i = self.ext4_ext_find(inode, lblk)
+        if not (i < len(exts) and exts[i].lblk <= lblk):
+            return -ENOSPC
+        ext = exts[i]
+        to_written = bool(flags & EXT4_GET_BLOCKS_CONVERT)
+        if ext.unwritten != to_written:
+            return -ENOSPC
+        n = min(map.m_len, ext.end - lblk)
+        bs = inode.i_sb.s_blocksize
+        eof_block = max(-(-inode.i_disksize // bs), lblk + n)
+        if ext.end > eof_block:
+            return -ENOSPC
+        first, count, pblk = ext.lblk, ext.len, ext.pblk
+        if to_written:
+            zero = [(pblk, lblk - first), (pblk + lblk - first + n, first + count - lblk - n)]
+        else:
+            zero = [(pblk + lblk - first, n)]
+        self.cov(f"ext4:convert:zeroout:{'written' if to_written else 'unwritten'}")
+        for start, nblk in zero:
+            if nblk <= 0:
+                continue
+            bio = Bio(
+                REQ_OP_WRITE,
+                start * (bs // SECTOR_SIZE),
+                bytes(nblk * bs),
+                tag=f"zeroout ino={inode.i_ino} pblk={start} len={nblk}",
+            )
+            err = yield from self.submit_bio_wait(bio)
+            if err:
+                return err
+        if to_written:
+            # the whole extent flips: no split, so no new tree block (a merge may free one)
+            self.ext4_ext_set_unwritten(inode, first, count, False)
+            self.ext4_ext_update_tree(handle, inode)
+        self.ext4_mark_inode_dirty(handle, inode)
+        map.m_pblk = pblk + lblk - first
+        map.m_len = n
+        map.m_flags = EXT4_MAP_MAPPED
+        return n
 
     def ext4_ext_find_goal(self, inode: Ext4InodeInfo, lblk: int) -> int:
         """ext4_ext_find_goal(): continue the physical run of the nearest preceding extent."""
@@ -212,14 +299,16 @@ class Ext4Extents(KernelBase):
             if ext.unwritten:
                 if flags & EXT4_GET_BLOCKS_CONVERT:
                     # ext4_convert_unwritten_extents_endio(): IO done, the data is on disk
-                    self.ext4_ext_set_unwritten(inode, lblk, n, False)
-                    self.ext4_mark_inode_dirty(handle, inode)
+                    err = self.ext4_ext_convert(handle, inode, lblk, n, False)
+                    if err:
+                        return err
                 else:
                     map.m_flags |= EXT4_MAP_UNWRITTEN
             elif flags & EXT4_GET_BLOCKS_CONVERT_UNWRITTEN:
                 # zero range: written blocks become unwritten (they read back as zeros)
-                self.ext4_ext_set_unwritten(inode, lblk, n, True)
-                self.ext4_mark_inode_dirty(handle, inode)
+                err = self.ext4_ext_convert(handle, inode, lblk, n, True)
+                if err:
+                    return err
                 map.m_flags |= EXT4_MAP_UNWRITTEN
             return n
         # a hole up to the next extent
@@ -236,7 +325,7 @@ class Ext4Extents(KernelBase):
         )
         if pblk < 0:
             return pblk
-        err = self.ext4_ext_insert_extent(handle, inode, Extent(lblk, count, pblk, unwritten))
+        err = self.ext4_ext_insert_extent(handle, inode, Extent(lblk, count, pblk, unwritten), flags)
         if err:
             self.ext4_free_blocks(handle, inode, pblk, count)
             return err
@@ -293,8 +382,16 @@ class Ext4Extents(KernelBase):
             length -= ret
             epos = min(lblk * bs, new_size) if new_size else 0
             if new_size and epos > inode.i_size:
+                old_size = inode.i_size
                 inode.i_size = epos
                 self.ext4_update_i_disksize(inode, epos)
+                # "ext4: partial zero eof block on unaligned inode size extension" (6.11): the
+                # old EOF block's tail (mmap stores past EOF) must read as zeros inside the file
+                yield from self.pagecache_isize_extended(inode, old_size, epos)
+                ret = yield from self.ext4_zero_partial_blocks(handle, inode, old_size, epos - old_size)
+                if ret:
+                    self.ext4_journal_stop(handle)
+                    return ret
             self.ext4_mark_inode_dirty(handle, inode)
             self.ext4_journal_stop(handle)
         return 0
@@ -347,6 +444,15 @@ class Ext4Extents(KernelBase):
             new_size = 0 if mode & FALLOC_FL_KEEP_SIZE else max(end, inode.i_size)
             start_lblk = -(-offset // bs)
             end_lblk = end // bs
+            if offset % bs or end % bs:
+                # "Preallocate the range including the unaligned edges": unwritten blocks for the
+                # edges, and the new size -- with the old EOF block's tail zeroed on the way
+                first = offset // bs
+                ret = yield from self.ext4_alloc_file_blocks(
+                    file, first, -(-end // bs) - first, new_size, EXT4_GET_BLOCKS_CREATE_UNWRIT_EXT
+                )
+                if ret:
+                    return ret
             yield from self.down_write(mapping.invalidate_lock)
             try:
                 if end_lblk > start_lblk:

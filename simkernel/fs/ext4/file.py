@@ -51,6 +51,16 @@ class Ext4File(KernelBase):
             if i.count == 0:
                 return 0
             if self.config.write_path == "iomap":
+                isize = inode.i_size
+                bs = inode.i_sb.s_blocksize
+                if pos > isize and isize % bs:
+                    # ext4_write_checks() / xfs_file_write_checks(): a write starting past EOF
+                    # first zeroes the old EOF block's tail, which may hold mmap stores past
+                    # EOF (the write-end zeroing of the buffer_head path, done up front)
+                    end = min(pos, isize - isize % bs + bs)
+                    ret = yield from self.ext4_iomap_zero_range(inode, isize, end - isize)
+                    if ret < 0:
+                        return ret
                 return (yield from self.ext4_iomap_buffered_write(file, pos, i))
             return (yield from self.generic_perform_write(file, pos, i))
         finally:

@@ -324,7 +324,7 @@ class Ext4Inline(KernelBase):
             self.ext4_write_inline_data(inode, folio.data, pos, copied)
             folio.uptodate = True
             # clear dirty so that writepages will not try to write this folio
-            folio.dirty = False
+            folio.dirty = folio.tagged = False
             self.ext4_write_unlock_xattr(inode, no_expand)
             # update i_size while the folio is locked: writeback could otherwise zero past it
             self.ext4_update_inode_size(inode, pos + copied)

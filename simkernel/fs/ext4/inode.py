@@ -125,6 +125,12 @@ class Ext4Inode(KernelBase):
         try:
             if self.ext4_test_inode_flag(inode, EXT4_EXTENTS_FL):
                 retval = self.ext4_ext_map_blocks(handle, inode, map, flags)
+                if retval == -ENOSPC and flags & (
+                    EXT4_GET_BLOCKS_CONVERT | EXT4_GET_BLOCKS_CONVERT_UNWRITTEN
+                ):
+                    # the conversion could not split the extent: zero out instead
+                    map.m_lblk, map.m_len, map.m_flags = orig_lblk, orig_len, 0
+                    retval = yield from self.ext4_ext_convert_zeroout(handle, inode, map, flags)
             else:
                 retval = self.ext4_ind_map_blocks(handle, inode, map, flags)
             self.cov(f"ext4:map_blocks:create:{min(retval, 1)}:{map.m_flags}:{flags}")
@@ -395,6 +401,9 @@ class Ext4Inode(KernelBase):
         self.folio_unlock(folio)
         if old_size < pos:
             yield from self.pagecache_isize_extended(inode, old_size, pos)
+            # "ext4: partial zero eof block on unaligned inode size extension" (6.11): the old
+            # EOF block's tail may hold mmap stores past EOF; they must not become file data
+            yield from self.ext4_zero_partial_blocks(handle, inode, old_size, pos - old_size)
         if i_size_changed:
             self.ext4_mark_inode_dirty(handle, inode)
         self.ext4_journal_stop(handle)
@@ -515,9 +524,10 @@ class Ext4Inode(KernelBase):
     # -- aops: dirty/release/invalidate/read ---------------------------------------------------------
 
     def ext4_dirty_folio(self, mapping: AddressSpace, folio: Folio) -> bool:
-        """ext4_dirty_folio() -> block_dirty_folio(): dirty every buffer of a folio dirtied by mmap."""
+        """ext4_dirty_folio() -> block_dirty_folio(): dirty every buffer of a folio dirtied by mmap --
+        also when the folio is dirty already (a write dirtied only some of its buffers)."""
         bhs = folio_buffers(folio)
-        if bhs is not None and not folio.dirty:
+        if bhs is not None:
             for bh in bhs:
                 bh.dirty = True
         return self.filemap_dirty_folio(mapping, folio)
@@ -676,8 +686,9 @@ class Ext4Inode(KernelBase):
         bs = inode.i_sb.s_blocksize
         mapping = inode.i_mapping
         if self.config.write_path == "iomap":
-            # iomap zeroing past EOF moves i_size (iomap_write_end): "we must take care not to
-            # zero beyond EOF and enlarge i_size" (xfs_free_file_space)
+            # as xfs_free_file_space(): never zero past EOF through iomap ("we must take care
+            # not to zero beyond EOF and enlarge i_size"; since 6.13 iomap_zero_range() warns on
+            # a post-EOF folio)
             length = min(length, inode.i_size - lstart)
             if length <= 0:
                 return 0
@@ -705,6 +716,11 @@ class Ext4Inode(KernelBase):
         if self.ext4_has_inline_data(inode):
             has_inline = yield from self.ext4_inline_data_truncate(inode)
             if has_inline:
+                sbi = inode.i_sb.s_fs_info
+                if inode.i_next_orphan or sbi.s_last_orphan == inode.i_ino:
+                    handle = yield from self.ext4_journal_start(inode, "truncate", 2)
+                    self.ext4_orphan_del(handle, inode)
+                    self.ext4_journal_stop(handle)
                 return 0
         bs = inode.i_sb.s_blocksize
         handle = yield from self.ext4_journal_start(inode, "truncate", 8)
@@ -719,6 +735,9 @@ class Ext4Inode(KernelBase):
         finally:
             self.up_write(inode.i_data_sem)
         self.ext4_mark_inode_dirty(handle, inode)
+        # "If this was a simple ftruncate() and the file will remain alive, then we need to
+        # clear up the orphan record which we created above."
+        self.ext4_orphan_del(handle, inode)
         self.ext4_journal_stop(handle)
         return 0
 
@@ -739,12 +758,14 @@ class Ext4Inode(KernelBase):
         try:
             if size != oldsize:
                 handle = yield from self.ext4_journal_start(inode, "inode", 3)
+                if shrink:
+                    # the new i_disksize may commit before ext4_truncate() frees the blocks
+                    # past it: the orphan list lets recovery finish the truncate
+                    self.ext4_orphan_add(handle, inode)
                 if not shrink and oldsize % bs:
                     # the tail of the old last block must read as zeros inside the new size
+                    # (through iomap as xfs_setattr_size(): zeroing past EOF leaves i_size alone)
                     yield from self.ext4_block_truncate_page(handle, mapping, oldsize)
-                    if self.config.write_path == "iomap":
-                        # iomap zeroing past EOF moved i_size: the new size is set just below
-                        inode.i_size = oldsize
                 elif shrink and size % bs and self.config.write_path == "iomap":
                     # as xfs_setattr_size(): zero the new EOF block's tail while it is still
                     # inside i_size (iomap zeroing past EOF would extend the file)

@@ -264,8 +264,12 @@ class Ext4IomapOps(KernelBase):
             )
             self.ext4_journal_stop(handle)
             if ret <= 0:
+                # the folio is cleaned without being written (iomap_writepage_map): its data is
+                # gone, as ext4 and XFS (xfs_discard_folio) say in the log
                 inode.i_sb.s_fs_info.messages.append(
-                    f"delalloc block allocation failed for inode {inode.i_ino} at block {lblk}: {ret}"
+                    f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
+                    f"with max blocks {map.m_len} with error {ret or -5}; "
+                    "This should not happen!! Data will be lost"
                 )
                 return ret or -5
             map.m_flags &= ~EXT4_MAP_NEW
@@ -299,6 +303,11 @@ class Ext4IomapOps(KernelBase):
                 error = yield from self.ext4_convert_unwritten_extents(
                     handle, inode, ioend.offset // bs, ioend.size // bs
                 )
+                if error:
+                    inode.i_sb.s_fs_info.messages.append(
+                        f"failed to convert unwritten extents to written extents -- potential data loss! "
+                        f"(inode {inode.i_ino}, error {error})"
+                    )
             if not error:
                 new_size = min(inode.i_size, ioend.offset + ioend.size)
                 if new_size > inode.i_disksize:

@@ -10,8 +10,9 @@ Two levels, each able to fail with ENOSPC independently:
   reservation guaranteed it.
 
 Fault injection (armed by the schedule): ``sbi.inject["alloc"]`` fails the next allocation that is
-*not* backed by a reservation -- what a corrupt group or a racing allocator does to the inline-data
-conversion in page_mkwrite -- and ``sbi.inject["reserve"]`` fails the next reservation.
+*not* backed by a reservation (neither a delalloc reservation nor the reserved pool) -- what a
+corrupt group or a racing allocator does to the inline-data conversion in page_mkwrite -- and
+``sbi.inject["reserve"]`` fails the next reservation.
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ class Ext4Mballoc(KernelBase):
         sbi = self.EXT4_SB(inode.i_sb)
         reserved = bool(flags & EXT4_MB_DELALLOC_RESERVED)
         if not reserved:
-            err = sbi.inject.pop("alloc", 0)
+            # the injected failure stands for a racing allocator: it cannot take blocks of the
+            # reserved pool, which is what EXT4_MB_USE_RESERVED allocations (extent tree blocks
+            # for writeback and IO-completion conversions) are backed by
+            err = 0 if flags & EXT4_MB_USE_RESERVED else sbi.inject.pop("alloc", 0)
             if err:
                 return -err, 0
             # an unreserved allocation may not eat blocks promised to delalloc data

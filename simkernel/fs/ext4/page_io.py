@@ -84,7 +84,7 @@ class Ext4PageIO(KernelBase):
         inode = mpd.inode
         mapping = inode.i_mapping
         wbc = mpd.wbc
-        if not mapping.dirty_indices():
+        if not mapping.tagged_dirty_indices():
             return 0
         if self.ext4_has_inline_data(inode):
             # a dirty folio 0 of an inline file must have gone through a delalloc conversion
@@ -105,9 +105,9 @@ class Ext4PageIO(KernelBase):
             mpd.last_page = wbc.range_end // ps
         mpd.next_page = mpd.first_page
         # tag_pages_for_writeback(): the folios this pass may write are fixed now
-        todo = [i for i in mapping.dirty_indices() if mpd.first_page <= i <= mpd.last_page]
+        todo = [i for i in mapping.tagged_dirty_indices() if mpd.first_page <= i <= mpd.last_page]
         if wbc.range_cyclic and mpd.first_page:
-            todo += [i for i in mapping.dirty_indices() if i < mpd.first_page]
+            todo += [i for i in mapping.tagged_dirty_indices() if i < mpd.first_page]
         ret = 0
         while todo and not ret:
             handle = yield from self.ext4_journal_start(inode, "write_page", 8)
@@ -124,6 +124,10 @@ class Ext4PageIO(KernelBase):
                 break
         if wbc.range_cyclic:
             mapping.writeback_index = mpd.next_page
+        if ret == -ENOSPC:
+            # the ext4_writepages_result tracepoint: the dirty folios stay dirty and are retried;
+            # if no retry ever finds the space, they are dropped with the inode at unmount
+            inode.i_sb.s_fs_info.messages.append(f"ext4_writepages_result: ino {inode.i_ino} ret {ret}")
         return ret
 
     def mpage_prepare_extent_to_map(self, mpd: MpageDaData, todo: list[int]) -> KGen:

@@ -7,6 +7,7 @@ file's inode and its extent tree) and unmount; with a journal, at commit (fs/jbd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from simkernel.fs.ext4.ext4 import (
     Ext4InodeInfo,
     Ext4SbInfo,
     Extent,
+    ext4_handle_valid,
 )
 from simkernel.fs.ext4.inline import EXT4_INLINE_XATTR_OFF
 from simkernel.fs.vfs import EEXIST, ENOSPC, S_IFDIR, S_IFREG, SuperBlock
@@ -89,6 +91,7 @@ class Ext4Super(KernelBase):
         # keep a few blocks back from delalloc promises for extent-tree blocks (s_resv_clusters)
         sbi.s_resv_clusters = 2
         sbi.es = es  # type: ignore[attr-defined]
+        sbi.s_last_orphan = es.last_orphan
         sb.s_fs_info = sbi
         for b in range(layout.inode_table, layout.inode_table + layout.inode_table_blocks):
             sbi.itable_raw[b] = bytearray(read(b))
@@ -122,6 +125,8 @@ class Ext4Super(KernelBase):
         inode.i_flags = raw.flags
         inode.i_links_count = raw.links_count
         inode.i_generation = raw.generation
+        if raw.links_count:
+            inode.i_next_orphan = raw.dtime  # NEXT_ORPHAN(): i_dtime of a live inode
         if raw.flags & EXT4_INLINE_DATA_FL:
             inode.i_data[:] = raw.i_block
             if raw.inline_value is not None:
@@ -178,6 +183,7 @@ class Ext4Super(KernelBase):
             flags=inode.i_flags,
             i_block=i_block,
             generation=inode.i_generation,
+            dtime=inode.i_next_orphan,
             atime=FIXED_TIME,
             ctime=FIXED_TIME,
             mtime=FIXED_TIME,
@@ -256,6 +262,7 @@ class Ext4Super(KernelBase):
             uuid=es.uuid,
             hash_seed=es.hash_seed,
             needs_recovery=bool(sbi.s_journal is not None and sbi.s_journal.needs_recovery()),
+            last_orphan=sbi.s_last_orphan,
         )
         if bs == 1024:
             out[layout.sb_block] = sb_raw
@@ -264,6 +271,27 @@ class Ext4Super(KernelBase):
         return out
 
     # -- writing metadata (no journal) ---------------------------------------------------------------
+
+    def ext4_lock_meta_blocks(self, encode: Callable[[], dict[int, bytes]]) -> KGen:
+        """``encode()`` once none of the blocks it returns has a write in flight (lock_buffer()).
+
+        A metadata buffer stays locked while its write is in flight: sync_dirty_buffer() and
+        write_dirty_buffer() take the lock before they submit, so two writes of one block never
+        overlap and the device cannot land an older copy after a newer one. The caller submits the
+        returned blocks before it yields again; encoding after the wait sends the newest state, as
+        the buffer's memory always holds it."""
+        while True:
+            blocks = encode()
+            bs = self.sb.s_blocksize
+            sectors = {blk * (bs // SECTOR_SIZE) for blk in blocks}
+            busy = [
+                bio
+                for bio in self.inflight
+                if bio.op == REQ_OP_WRITE and bio.tag.startswith("meta") and bio.sector in sectors
+            ]
+            if not busy:
+                return blocks
+            yield busy[0].wq
 
     def submit_meta_blocks(self, blocks: dict[int, bytes], wait: bool) -> KGen:
         """Write metadata blocks (sync_dirty_buffer / write_dirty_buffer); returns the first error."""
@@ -311,7 +339,9 @@ class Ext4Super(KernelBase):
             return 0
         sbi.dirty_inodes.discard(inode.i_ino)
         inode.i_dirty_meta = False
-        blocks = self.ext4_metadata_blocks([inode.i_ino], bitmaps=False, dir=False)
+        blocks = yield from self.ext4_lock_meta_blocks(
+            lambda: self.ext4_metadata_blocks([inode.i_ino], bitmaps=False, dir=False)
+        )
         return (yield from self.submit_meta_blocks(blocks, wait=True))
 
     def ext4_write_metadata_block(self, handle: Any, blk: int, data: bytes, what: str) -> KGen:
@@ -333,7 +363,10 @@ class Ext4Super(KernelBase):
             inode = self.sb.s_inodes.get(ino)
             if inode is not None:
                 inode.i_dirty_meta = False
-        blocks = self.ext4_metadata_blocks(inos, bitmaps=True, dir=sbi.dirty_dir)
+        dirty_dir = sbi.dirty_dir
+        blocks = yield from self.ext4_lock_meta_blocks(
+            lambda: self.ext4_metadata_blocks(inos, bitmaps=True, dir=dirty_dir or sbi.dirty_dir)
+        )
         sbi.dirty_bitmaps = False
         sbi.dirty_dir = False
         return (yield from self.submit_meta_blocks(blocks, wait))
@@ -372,6 +405,49 @@ class Ext4Super(KernelBase):
             err = yield from self.ext4_sync_metadata(True)
         err2 = yield from self.blkdev_issue_flush()
         return err or err2
+
+    # -- the orphan list (orphan.c) -------------------------------------------------------------------
+
+    def ext4_orphan_add(self, handle: Any, inode: Ext4InodeInfo) -> int:
+        """ext4_orphan_add(): put ``inode`` at the head of the on-disk orphan list, in ``handle``'s
+        transaction. A truncate that shrinks the file does this before it commits the new
+        i_disksize, so a crash between that commit and the one freeing the blocks past it leaves
+        the inode on the list and the next mount's ext4_orphan_cleanup() (or e2fsck's
+        release_orphan_inodes()) finishes the truncate. Without a journal there is no list."""
+        sbi: Ext4SbInfo = self.sb.s_fs_info
+        if sbi.s_journal is None or not ext4_handle_valid(handle):
+            return 0
+        if inode.i_next_orphan or sbi.s_last_orphan == inode.i_ino:
+            return 0  # already on the list
+        inode.i_next_orphan = sbi.s_last_orphan
+        sbi.s_last_orphan = inode.i_ino
+        self.ext4_mark_bitmaps_dirty(handle)  # the superblock
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
+
+    def ext4_orphan_del(self, handle: Any, inode: Ext4InodeInfo) -> int:
+        """ext4_orphan_del(): unlink ``inode`` from the orphan list (its predecessor, or the
+        superblock when it is the head, now points past it)."""
+        sbi: Ext4SbInfo = self.sb.s_fs_info
+        ino = inode.i_ino
+        if sbi.s_last_orphan == ino:
+            sbi.s_last_orphan = inode.i_next_orphan
+            self.ext4_mark_bitmaps_dirty(handle)
+        else:
+            prev: Ext4InodeInfo | None = None
+            cur = sbi.s_last_orphan
+            seen = 0
+            while cur and cur != ino and seen < sbi.inodes_count:
+                prev = self.sb.s_inodes.get(cur)  # type: ignore[assignment]
+                cur = prev.i_next_orphan if prev is not None else 0
+                seen += 1
+            if cur != ino or prev is None:
+                return 0  # not on the list
+            prev.i_next_orphan = inode.i_next_orphan
+            self.ext4_mark_inode_dirty(handle, prev)
+        inode.i_next_orphan = 0
+        self.ext4_mark_inode_dirty(handle, inode)
+        return 0
 
     # -- inode creation (ialloc.c, namei.c) ----------------------------------------------------------
 

@@ -96,7 +96,7 @@ class IomapBufferedIO(KernelBase):
         """iomap_invalidate_folio()"""
         if offset == 0 and length == folio.size:
             self.WARN_ON(folio.writeback, "folio_test_writeback(folio)")
-            folio.dirty = False
+            folio.dirty = folio.tagged = False
             folio.private = None
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -304,10 +304,18 @@ class IomapBufferedIO(KernelBase):
         self.filemap_dirty_folio(inode.i_mapping, folio)
         return copied
 
-    def iomap_write_end(self, it: IomapIter, pos: int, length: int, copied: int, folio: Folio) -> KGen:
-        """iomap_write_end(): update i_size after the copy, unlock."""
+    def iomap_write_end(
+        self, it: IomapIter, pos: int, length: int, copied: int, folio: Folio, *, extend: bool = True
+    ) -> KGen:
+        """iomap_write_end() and what iomap_write_iter() does after it: update i_size after the
+        copy, unlock. ``extend=False`` (zeroing, unshare): i_size never moves -- since Linux 6.11
+        ("iomap: don't increase i_size in iomap_write_end()", the size update lives in
+        iomap_write_iter()), zeroing past EOF leaves the size alone."""
         old_size = it.inode.i_size
         ret = self._iomap_write_end(it.inode, pos, length, copied, folio)
+        if not extend:
+            self.folio_unlock(folio)
+            return ret
         if pos + ret > old_size:
             it.inode.i_size = pos + ret
             it.iomap.flags |= IOMAP_F_SIZE_CHANGED
@@ -480,7 +488,7 @@ class IomapBufferedIO(KernelBase):
             offset = pos - folio.pos
             nbytes = min(length, folio.size - offset)
             folio.data[offset : offset + nbytes] = bytes(nbytes)
-            nbytes = yield from self.iomap_write_end(it, pos, nbytes, nbytes, folio)
+            nbytes = yield from self.iomap_write_end(it, pos, nbytes, nbytes, folio, extend=False)
             if self.WARN_ON(nbytes == 0, "bytes == 0"):
                 return -EIO
             pos += nbytes
