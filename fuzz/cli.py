@@ -67,6 +67,10 @@ def _guard(fn: Callable[..., int]) -> Callable[..., None]:
 @click.version_option(package_name="blkfuzz")
 def cli() -> None:
     """blkfuzz: find data-loss races in a simulation of the Linux buffered-I/O stack."""
+    # user variants are named by import path ("mypkg.myfix:NoCookie"): resolve them against the
+    # current directory, as `python -m` does (worker processes inherit sys.path)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _program_paths(paths: tuple[str, ...]) -> list[Path]:

@@ -212,6 +212,11 @@ FRESH = 3.0
 #: step limit of fuzzing runs: programs here take a few hundred steps, a livelock takes them all; a
 #: hang found under this limit is confirmed under the runner's default before it is reported
 FUZZ_MAX_STEPS = 20_000
+#: crash states checked per fuzzing run: the first ones of the full plan (no crash and every
+#: unflushed write at each flush/FUA point come first), so whatever a fuzzing run finds, the verdict
+#: of record finds too. The full plan costs as much as ten executions; a journalled run that
+#: checked all of it would starve the search of executions.
+FUZZ_CRASH_STATES = 40
 
 
 def evaluate(
@@ -220,6 +225,7 @@ def evaluate(
     oracle: bool = True,
     max_steps: int = FUZZ_MAX_STEPS,
     families: frozenset[str] = DEFAULT_FAMILIES,
+    crash_states: int | None = FUZZ_CRASH_STATES,
 ) -> Outcome:
     """Run a candidate under the oracle (pure: the same candidate gives the same outcome)."""
     from fuzz.verdict import judge
@@ -239,7 +245,9 @@ def evaluate(
             )
             return chooser
 
-        verdict = judge(program, oracle=oracle, chooser_factory=factory, max_steps=max_steps)
+        verdict = judge(
+            program, oracle=oracle, chooser_factory=factory, max_steps=max_steps, crash_states=crash_states
+        )
         if candidate.plan is not None:
             program = program.with_schedule(trim_schedule(verdict.execution.schedule))
     except Exception as err:  # a simulator bug: report it, keep fuzzing

@@ -15,8 +15,11 @@ Swarm testing
 Sizes
     Offsets, lengths and truncate sizes come from :func:`edge_int`: small values, multiples of the
     configuration's block size and folio size plus or minus one byte, log-uniform magnitudes (which
-    favour small buffers without naming any size), and uniform values within a few folios. Nothing
-    here knows any particular bug: the only numbers that matter are the geometry's.
+    favour small buffers without naming any size), and uniform values within a few folios -- or,
+    relative to the program itself, on or a byte either side of an offset an earlier syscall on the
+    same file starts or ends at or a size it set (fsx chooses offsets relative to the file size for
+    the same reason). Nothing here knows any particular bug: the only numbers that matter are the
+    geometry's and the program's own.
 
 Schedules
     A generated program gets a *schedule plan* from :mod:`fuzz.mutate` (PCT-style priority change
@@ -47,8 +50,10 @@ __all__ = [
     "FILE_NAMES",
     "Generator",
     "Swarm",
+    "add_to_pools",
     "config_for_variants",
     "edge_int",
+    "offset_pools",
     "uniform_schedule",
 ]
 
@@ -60,6 +65,8 @@ WRITING_OPS: tuple[str, ...] = ("pwrite", "mwrite", "truncate", "fallocate")
 HEX_MAX_LEN = 16
 #: generated offsets stay within this many folios (plus an occasional far one)
 SPAN_FOLIOS = 16
+#: share of offsets and lengths taken relative to offsets the program already uses on the file
+POOL_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,31 @@ def uniform_schedule(rng: random.Random, threads: int, actors: int, length: int 
     ``0..threads + actors`` (no notion of change points or preemption bounds)."""
     n = rng.randint(0, length)
     return tuple(rng.randint(0, threads + actors) for _ in range(n))
+
+
+# --------------------------------------------------------------------------------------------------
+# offsets the program already uses
+
+
+def add_to_pools(pools: dict[str, list[int]], call: Syscall) -> None:
+    """Record the offsets ``call`` makes interesting on its file: where it starts and ends, or the
+    size it sets."""
+    if call.file is None:
+        return
+    pool = pools.setdefault(call.file, [])
+    for v in (call.off, None if call.off is None or call.len is None else call.off + call.len, call.size):
+        if v is not None and v not in pool:
+            pool.append(v)
+
+
+def offset_pools(program: Program) -> dict[str, list[int]]:
+    """Per file, the offsets its syscalls start and end at and the sizes they set (in program
+    order): fsx picks offsets relative to the file's size for the same reason -- file system
+    decisions depend on where an operation lies relative to EOF and to other operations' ranges."""
+    pools: dict[str, list[int]] = {}
+    for _, _, call in program.iter_syscalls():
+        add_to_pools(pools, call)
+    return pools
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,13 +258,24 @@ class Generator:
     def units(config: Config) -> tuple[int, ...]:
         return tuple(sorted({config.block_size, config.folio_size}))
 
-    def offset(self, rng: random.Random, config: Config) -> int:
+    def offset(self, rng: random.Random, config: Config, pool: Sequence[int] = ()) -> int:
+        """An offset: from ``pool`` (offsets the program already uses: ends of earlier writes,
+        file sizes) one byte either side or on it, or an edge of the geometry (:func:`edge_int`)."""
+        if pool and rng.random() < POOL_SHARE:
+            return max(0, min(rng.choice(pool) + rng.choice((-1, 0, 0, 1)), 2**24))
         span = SPAN_FOLIOS * config.folio_size
         hi = span if rng.random() < 0.95 else min(config.device_size * 2, 2**24)
         return edge_int(rng, 0, hi, self.units(config))
 
-    def length(self, rng: random.Random, config: Config, lo: int = 0) -> int:
+    def length(
+        self, rng: random.Random, config: Config, lo: int = 0, off: int = 0, pool: Sequence[int] = ()
+    ) -> int:
+        """A length: one that ends at (or a byte either side of) an offset in ``pool`` past
+        ``off``, or an edge of the geometry."""
         hi = SPAN_FOLIOS * config.folio_size // 2
+        ahead = [v - off for v in pool if v - off > lo]
+        if ahead and rng.random() < POOL_SHARE:
+            return max(lo, min(rng.choice(ahead) + rng.choice((-1, 0, 0, 1)), 2 * hi))
         return edge_int(rng, lo, hi, self.units(config))
 
     def data(
@@ -245,25 +288,36 @@ class Generator:
             return DataSpec.from_bytes(bytes(rng.randint(1, 255) for _ in range(length)))
         return DataSpec.from_seed(rng.randint(0, 2**32 - 1))
 
-    def syscall(self, rng: random.Random, op: str, files: Sequence[str], config: Config) -> Syscall:
-        """One syscall of kind ``op`` over ``files``."""
+    def syscall(
+        self,
+        rng: random.Random,
+        op: str,
+        files: Sequence[str],
+        config: Config,
+        pools: dict[str, list[int]] | None = None,
+    ) -> Syscall:
+        """One syscall of kind ``op`` over ``files``; ``pools[file]`` are offsets the program
+        already uses on that file (see :func:`offset_pools`)."""
         fields = OP_FIELDS[op]
         file = rng.choice(files) if "file" in fields else None
+        pool = (pools or {}).get(file or "", [])
         if op in ("pwrite", "mwrite"):
-            off = self.offset(rng, config)
-            length = self.length(rng, config)
+            off = self.offset(rng, config, pool)
+            length = self.length(rng, config, off=off, pool=pool)
             return Syscall(op, file=file, off=off, len=length, data=self.data(rng, op, length, files, config))
         if op == "pread":
-            return Syscall(op, file=file, off=self.offset(rng, config), len=self.length(rng, config))
+            off = self.offset(rng, config, pool)
+            return Syscall(op, file=file, off=off, len=self.length(rng, config, off=off, pool=pool))
         if op == "truncate":
-            return Syscall(op, file=file, size=self.offset(rng, config))
+            return Syscall(op, file=file, size=self.offset(rng, config, pool))
         if op == "fallocate":
+            off = self.offset(rng, config, pool)
             return Syscall(
                 op,
                 file=file,
                 mode=rng.choice(FALLOCATE_MODES),
-                off=self.offset(rng, config),
-                len=self.length(rng, config, lo=1),
+                off=off,
+                len=self.length(rng, config, lo=1, off=off, pool=pool),
             )
         return Syscall(op, file=file)
 
@@ -276,10 +330,13 @@ class Generator:
         n_calls = rng.randint(max(self.min_calls, 1), max(self.max_calls, self.min_calls, 1))
         threads: list[list[Syscall]] = [[] for _ in range(sw.threads)]
         ops = [op for op in sw.ops if op != "remount" or sw.threads == 1] or ["pwrite"]
+        pools: dict[str, list[int]] = {}
         for i in range(n_calls):
             # every thread gets at least one syscall, the rest land anywhere
             t = i if i < sw.threads else rng.randrange(sw.threads)
-            threads[t].append(self.syscall(rng, rng.choice(ops), files, sw.config))
+            call = self.syscall(rng, rng.choice(ops), files, sw.config, pools)
+            threads[t].append(call)
+            add_to_pools(pools, call)
         return Program(
             files=files,
             threads=tuple(tuple(t) for t in threads),

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fuzz.generate import FILE_NAMES, SPAN_FOLIOS, Generator, edge_int
+from fuzz.generate import FILE_NAMES, POOL_SHARE, SPAN_FOLIOS, Generator, edge_int, offset_pools
 from fuzz.program import (
     ACTORS,
     FALLOCATE_MODES,
@@ -386,7 +386,7 @@ class Mutator:
         if rng.random() < 0.15 and len(threads) < MAX_THREADS:
             threads.append([])
         t = rng.randrange(len(threads))
-        call = self.gen.syscall(rng, self._ops(rng, p), p.files, p.config)
+        call = self.gen.syscall(rng, self._ops(rng, p), p.files, p.config, offset_pools(p))
         threads[t].insert(rng.randint(0, len(threads[t])), call)
         return self._rebuild(p, threads)
 
@@ -463,13 +463,31 @@ class Mutator:
         if not choices:
             return None
         what = rng.choice(choices)
+        # relational: an offset another syscall on the same file starts or ends at, or a size it
+        # sets (one byte either side or on it), instead of an edge of the geometry
+        pool = [v for v in offset_pools(p).get(call.file or "", []) if v != getattr(call, what, None)]
+        related = bool(pool) and rng.random() < POOL_SHARE
+
+        def near_pool() -> int:
+            return max(0, rng.choice(pool) + rng.choice((-1, 0, 0, 1)))
+
         if what == "off":
-            call = replace(call, off=_edge_toward(rng, call.off or 0, units, 0, max_off))
+            off = (
+                min(near_pool(), max_off) if related else _edge_toward(rng, call.off or 0, units, 0, max_off)
+            )
+            call = replace(call, off=off)
         elif what == "size":
-            call = replace(call, size=_edge_toward(rng, call.size or 0, units, 0, max_off))
+            size = (
+                min(near_pool(), max_off) if related else _edge_toward(rng, call.size or 0, units, 0, max_off)
+            )
+            call = replace(call, size=size)
         elif what == "len":
             lo = 1 if call.op == "fallocate" else 0
-            new_len = _edge_toward(rng, call.len or 0, units, lo, max_len)
+            ahead = [v - (call.off or 0) for v in pool if v - (call.off or 0) > lo]
+            if related and ahead:
+                new_len = min(max(lo, rng.choice(ahead) + rng.choice((-1, 0, 0, 1))), MAX_LEN)
+            else:
+                new_len = _edge_toward(rng, call.len or 0, units, lo, max_len)
             data = call.data
             if data is not None and data.hex is not None:
                 data = DataSpec.from_seed(rng.randrange(1 << 32))

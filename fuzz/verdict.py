@@ -60,7 +60,7 @@ def reported_losses(ex: Execution) -> set[int]:
     return out
 
 
-def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
+def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | None = None) -> list[Finding]:
     """The oracle's checks, from what an outside checker sees (history, IO log, image bytes):
 
     - the final image: structurally consistent (``oracle.fsck``), every file the outcome of some
@@ -130,7 +130,9 @@ def oracle_findings(ex: Execution, *, crashes: bool = True) -> list[Finding]:
             out.extend(check_error_reporting(ex.history, ex.iolog, ex.image))
     if crashes and ex.config.journal:
         seed = int.from_bytes(hashlib.sha256(ex.history.dumps().encode()).digest()[:8], "little")
-        out.extend(check_crashes(ex.history, ex.base, ex.iolog, ex.start_mark, seed=seed))
+        out.extend(
+            check_crashes(ex.history, ex.base, ex.iolog, ex.start_mark, seed=seed, check_states=crash_states)
+        )
     return out
 
 
@@ -177,10 +179,19 @@ class Verdict:
         return "\n".join(lines)
 
 
-def judge(program: Program, *, oracle: bool = True, crashes: bool = True, **kwargs: Any) -> Verdict:
-    """Run ``program`` and collect every finding (``crashes=False``: skip the crash states)."""
+def judge(
+    program: Program,
+    *,
+    oracle: bool = True,
+    crashes: bool = True,
+    crash_states: int | None = None,
+    **kwargs: Any,
+) -> Verdict:
+    """Run ``program`` and collect every finding (``crashes=False``: skip the crash states;
+    ``crash_states``: check only the first that many states of the crash-state plan -- a subset of
+    the default check, so every finding it gives, the verdict of record gives too)."""
     ex = execute(program, **kwargs)
     findings = [report_finding(r) for r in ex.reports]
     if oracle and not ex.stopped:
-        findings.extend(oracle_findings(ex, crashes=crashes))
+        findings.extend(oracle_findings(ex, crashes=crashes, crash_states=crash_states))
     return Verdict(ex, findings)

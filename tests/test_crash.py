@@ -173,6 +173,23 @@ def test_commit_without_preflush(reuse: Execution) -> None:
     assert "crash state: journal recovery reported errors" in _titles(findings), _titles(findings)
 
 
+def test_a_smaller_check_budget_finds_a_subset(reuse: Execution) -> None:
+    """The fuzzer checks the first states of the plan only; every signature it reports must be one
+    the verdict of record (the full plan) reports too."""
+    entries = list(reuse.iolog.entries)
+    data = _find(entries, reuse.start_mark, _is_data)[-1]
+    commit = next(i for i in _find(entries, data, _is_commit))
+    broken = _complete_after(entries, data, commit)
+    full = crash_report(reuse.history, reuse.base, broken, reuse.start_mark, seed=4)
+    assert full.findings
+    for n in (1, 5, 20, 40):
+        part = crash_report(reuse.history, reuse.base, broken, reuse.start_mark, seed=4, check_states=n)
+        assert part.states == min(n, full.states)
+        assert {f.signature for f in part.findings} <= {f.signature for f in full.findings}
+    some = crash_report(reuse.history, reuse.base, broken, reuse.start_mark, seed=4, check_states=40)
+    assert some.findings, "the first 40 states include the no-crash/all-writes states of each point"
+
+
 def test_in_flight_preflush_commit_lands_only_with_its_log(reuse: Execution) -> None:
     """A PREFLUSH commit block that is still in flight at the crash may have reached the media --
     but then its flush part completed first, so the log blocks it follows are there too."""
@@ -264,7 +281,7 @@ def _specs(ex: Execution, seed: int, n: int) -> list[Any]:
     rng = random.Random(seed)
     marks = _crash_points(entries, ex.start_mark, rng)
     points = [_Point(u, 0, lbl, durable_prefix(entries, u)) for u, lbl in marks]
-    return _plan_states(points, entries, rng, n)
+    return sorted(_plan_states(points, entries, rng, n), key=lambda s: s.point.upto)
 
 
 def _replay_state(ex: Execution, spec: Any) -> np.ndarray:

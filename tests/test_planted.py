@@ -3,8 +3,10 @@ checks, with the right category, on a small program -- and the same program is c
 on the sound kernel, so it is the plant that is caught, not something else.
 
 The programs in ``tests/programs/planted/`` were found by ``blkfuzz fuzz --variant
-tests.planted:NAME`` from scratch and minimized (``TruncateNoTailZero`` is hand-written: a
-sequential program shows it). ``test_the_fuzzer_catches_plants_from_scratch`` runs the search
+tests.planted:NAME`` from scratch and minimized; ``TruncateNoTailZero`` and
+``OrderedDataSkipped`` are hand-written (a sequential program shows them) and ``ConvertBeforeIO``'s
+schedule was written by intent (writeback, then a commit while the data IO is in flight), all
+minimized. ``test_the_fuzzer_catches_plants_from_scratch`` runs the search
 itself for the plants it reaches in a few hundred executions.
 """
 
@@ -29,6 +31,8 @@ CATEGORY = {
     "TruncateNoTailZero": "data",
     "ReclaimDropsDirty": "data",
     "WritebackErrorsUnreported": "data",
+    "OrderedDataSkipped": "crash-consistency",  # a crash state maps a block whose data never came
+    "ConvertBeforeIO": "crash-consistency",
 }
 
 
