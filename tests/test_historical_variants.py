@@ -60,6 +60,19 @@ PUNCH = [
 ]
 PUNCH_CONFIG = {"block_size": 1024, "folio_blocks": 4}
 
+# an inline file grows past its inline capacity into folio 1 (a delalloc conversion: the inline
+# data stays until writeback), then a read of another block of folio 1 reads the folio -- bugzilla
+# 200681: ext4_readpage_inline() zeroed it, written buffer and all (1 KiB blocks, 4 KiB folios)
+INLINE_READ = [
+    [
+        _pwrite("a", 0, 1),
+        _pwrite("a", 5000, 10, seed=2),
+        {"op": "pread", "file": "a", "off": 6144, "len": 10},
+        {"op": "pread", "file": "a", "off": 4096, "len": 4096},
+    ]
+]
+INLINE_CONFIG = {"block_size": 1024, "folio_blocks": 4, "inline_data": True}
+
 
 @pytest.mark.parametrize(
     ("variant", "threads", "config", "schedule", "titles"),
@@ -80,6 +93,13 @@ PUNCH_CONFIG = {"block_size": 1024, "folio_blocks": 4}
             PUNCH_CONFIG,
             [0, 0, 1],
             {"final size: too small, expected the size set by pwrite"},
+        ),
+        (
+            "inline-read-wipes-folio",
+            INLINE_READ,
+            INLINE_CONFIG,
+            [],
+            {"pread: zeros instead of pwrite data", "final content: zeros instead of pwrite data"},
         ),
     ],
 )

@@ -202,6 +202,32 @@ class PunchNoDisksize(Variant):
         yield  # pragma: no cover
 
 
+class InlineReadWipesFolio(Variant):
+    name = "inline-read-wipes-folio"
+    description = (
+        "ext4_readpage_inline() before \"ext4: don't wipe data when reading inode with inlined "
+        'data" (bugzilla 200681): reading a folio past the first of a file that still has inline '
+        "data zeroes it, wiping bytes a write already put there"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4", "inline_data": True}
+
+    def ext4_readpage_inline(self, inode: Ext4InodeInfo, folio: Any) -> KGen:
+        """Every folio but the first is "just set uptodate" -- zeroed, buffers and all."""
+        yield from self.down_read(inode.xattr_sem)
+        if not self.ext4_has_inline_data(inode):
+            self.up_read(inode.xattr_sem)
+            return -11  # -EAGAIN
+        if not folio.index:
+            self.ext4_read_inline_folio(inode, folio)
+        elif not folio.uptodate:
+            folio.data[:] = bytes(folio.size)
+            folio.uptodate = True
+        self.up_read(inode.xattr_sem)
+        self.folio_unlock(folio)
+        return 0
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -210,4 +236,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     Ext4InlineFixed,
     EofFolioNoZero,
     PunchNoDisksize,
+    InlineReadWipesFolio,
 )

@@ -196,16 +196,18 @@ class Ext4Inline(KernelBase):
         return length
 
     def ext4_readpage_inline(self, inode: Ext4InodeInfo, folio: Folio) -> KGen:
-        """ext4_readpage_inline(): ->read_folio of an inline file; -EAGAIN if it stopped being one."""
+        """ext4_readpage_inline(): ->read_folio of an inline file's folio 0; -EAGAIN (read the
+        blocks) for any other folio or when it stopped being inline.
+
+        Other folios fall back to a block read, which keeps their uptodate buffers: zeroing the
+        whole folio, as kernels did before "ext4: don't wipe data when reading inode with inlined
+        data" (bugzilla 200681), wipes what a write already put into it (the variant
+        ``inline-read-wipes-folio``)."""
         yield from self.down_read(inode.xattr_sem)
-        if not self.ext4_has_inline_data(inode):
+        if not self.ext4_has_inline_data(inode) or folio.index:
             self.up_read(inode.xattr_sem)
             return -11  # -EAGAIN
-        if not folio.index:
-            self.ext4_read_inline_folio(inode, folio)
-        elif not folio.uptodate:
-            folio.data[:] = bytes(folio.size)
-            folio.uptodate = True
+        self.ext4_read_inline_folio(inode, folio)
         self.up_read(inode.xattr_sem)
         self.folio_unlock(folio)
         return 0

@@ -31,7 +31,17 @@ from simkernel.fs.ext4.ext4 import (
     MapBlocks,
 )
 from simkernel.fs.ext4.extents import EXT_MAX_BLOCKS
-from simkernel.fs.vfs import EAGAIN, EFAULT, EFBIG, EIO, ENOSPC, AddressSpace, AddressSpaceOperations, File
+from simkernel.fs.vfs import (
+    EAGAIN,
+    EFAULT,
+    EFBIG,
+    EIO,
+    ENOSPC,
+    ERANGE,
+    AddressSpace,
+    AddressSpaceOperations,
+    File,
+)
 from simkernel.kernel.base import KernelBase
 from simkernel.kernel.sched import KGen
 from simkernel.mm.filemap import (
@@ -176,6 +186,10 @@ class Ext4Inode(KernelBase):
 
     def _ext4_get_block(self, inode: Ext4InodeInfo, iblock: int, bh: BufferHead, flags: int) -> KGen:
         """_ext4_get_block()"""
+        if self.ext4_has_inline_data(inode):
+            # i_block holds inline bytes, not a block map (a delalloc conversion leaves the flag
+            # set until writeback destroys the inline data)
+            return -ERANGE
         map = MapBlocks(iblock, 1)
         handle = self.ext4_journal_current_handle()
         ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
@@ -548,7 +562,21 @@ class Ext4Inode(KernelBase):
         if self.ext4_has_inline_data(inode):
             ret = yield from self.ext4_readpage_inline(inode, folio)
         if ret == -EAGAIN:
-            return (yield from self.block_read_full_folio(folio, self.ext4_get_block))
+            return (yield from self.block_read_full_folio(folio, self.ext4_mpage_get_block))
+        return ret
+
+    def ext4_mpage_get_block(self, inode: Ext4InodeInfo, iblock: int, bh: BufferHead, create: bool) -> KGen:
+        """The per-block ext4_map_blocks() lookup of ext4_mpage_readpages(): unlike _ext4_get_block()
+        it does not refuse an inode that still carries inline data (a folio past the first one of a
+        file whose delalloc conversion has not been written back yet)."""
+        map = MapBlocks(iblock, 1)
+        ret = yield from self.ext4_map_blocks(None, inode, map, 0)
+        if ret > 0:
+            bh.b_blocknr = map.m_pblk
+            self.ext4_update_bh_state(bh, map.m_flags)
+            if map.m_flags & EXT4_MAP_UNWRITTEN:
+                bh.mapped = False
+            return 0
         return ret
 
     def ext4_set_aops(self, inode: Ext4InodeInfo) -> None:
