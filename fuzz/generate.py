@@ -53,6 +53,7 @@ __all__ = [
     "add_to_pools",
     "config_for_variants",
     "edge_int",
+    "near",
     "offset_pools",
     "uniform_schedule",
 ]
@@ -133,6 +134,12 @@ def add_to_pools(pools: dict[str, list[int]], call: Syscall) -> None:
     for v in (call.off, None if call.off is None or call.len is None else call.off + call.len, call.size):
         if v is not None and v not in pool:
             pool.append(v)
+
+
+def near(rng: random.Random, value: int) -> int:
+    """``value`` itself or one byte either side (on it twice as often): a range that ends exactly
+    where another starts, overlaps it by a byte, or leaves a one-byte gap."""
+    return value + rng.choice((-1, 0, 0, 1))
 
 
 def offset_pools(program: Program) -> dict[str, list[int]]:
@@ -262,7 +269,7 @@ class Generator:
         """An offset: from ``pool`` (offsets the program already uses: ends of earlier writes,
         file sizes) one byte either side or on it, or an edge of the geometry (:func:`edge_int`)."""
         if pool and rng.random() < POOL_SHARE:
-            return max(0, min(rng.choice(pool) + rng.choice((-1, 0, 0, 1)), 2**24))
+            return max(0, min(near(rng, rng.choice(pool)), 2**24))
         span = SPAN_FOLIOS * config.folio_size
         hi = span if rng.random() < 0.95 else min(config.device_size * 2, 2**24)
         return edge_int(rng, 0, hi, self.units(config))
@@ -275,7 +282,7 @@ class Generator:
         hi = SPAN_FOLIOS * config.folio_size // 2
         ahead = [v - off for v in pool if v - off > lo]
         if ahead and rng.random() < POOL_SHARE:
-            return max(lo, min(rng.choice(ahead) + rng.choice((-1, 0, 0, 1)), 2 * hi))
+            return max(lo, min(near(rng, rng.choice(ahead)), 2 * hi))
         return edge_int(rng, lo, hi, self.units(config))
 
     def data(

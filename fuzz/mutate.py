@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fuzz.generate import FILE_NAMES, POOL_SHARE, SPAN_FOLIOS, Generator, edge_int, offset_pools
+from fuzz.generate import FILE_NAMES, POOL_SHARE, SPAN_FOLIOS, Generator, edge_int, near, offset_pools
 from fuzz.program import (
     ACTORS,
     FALLOCATE_MODES,
@@ -467,25 +467,17 @@ class Mutator:
         # sets (one byte either side or on it), instead of an edge of the geometry
         pool = [v for v in offset_pools(p).get(call.file or "", []) if v != getattr(call, what, None)]
         related = bool(pool) and rng.random() < POOL_SHARE
-
-        def near_pool() -> int:
-            return max(0, rng.choice(pool) + rng.choice((-1, 0, 0, 1)))
-
-        if what == "off":
-            off = (
-                min(near_pool(), max_off) if related else _edge_toward(rng, call.off or 0, units, 0, max_off)
-            )
-            call = replace(call, off=off)
-        elif what == "size":
-            size = (
-                min(near_pool(), max_off) if related else _edge_toward(rng, call.size or 0, units, 0, max_off)
-            )
-            call = replace(call, size=size)
+        if what in ("off", "size"):
+            if related:
+                value = max(0, min(near(rng, rng.choice(pool)), max_off))
+            else:
+                value = _edge_toward(rng, getattr(call, what) or 0, units, 0, max_off)
+            call = replace(call, off=value) if what == "off" else replace(call, size=value)
         elif what == "len":
             lo = 1 if call.op == "fallocate" else 0
             ahead = [v - (call.off or 0) for v in pool if v - (call.off or 0) > lo]
             if related and ahead:
-                new_len = min(max(lo, rng.choice(ahead) + rng.choice((-1, 0, 0, 1))), MAX_LEN)
+                new_len = min(max(lo, near(rng, rng.choice(ahead))), MAX_LEN)
             else:
                 new_len = _edge_toward(rng, call.len or 0, units, lo, max_len)
             data = call.data

@@ -190,6 +190,11 @@ class Ext4Inode(KernelBase):
             # i_block holds inline bytes, not a block map (a delalloc conversion leaves the flag
             # set until writeback destroys the inline data)
             return -ERANGE
+        return (yield from self.ext4_map_bh(inode, iblock, bh, flags))
+
+    def ext4_map_bh(self, inode: Ext4InodeInfo, iblock: int, bh: BufferHead, flags: int) -> KGen:
+        """ext4_map_blocks() for one block, the result put into ``bh`` (map_bh() and
+        ext4_update_bh_state(), as _ext4_get_block() and ext4_mpage_readpages() do)."""
         map = MapBlocks(iblock, 1)
         handle = self.ext4_journal_current_handle()
         ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
@@ -569,15 +574,7 @@ class Ext4Inode(KernelBase):
         """The per-block ext4_map_blocks() lookup of ext4_mpage_readpages(): unlike _ext4_get_block()
         it does not refuse an inode that still carries inline data (a folio past the first one of a
         file whose delalloc conversion has not been written back yet)."""
-        map = MapBlocks(iblock, 1)
-        ret = yield from self.ext4_map_blocks(None, inode, map, 0)
-        if ret > 0:
-            bh.b_blocknr = map.m_pblk
-            self.ext4_update_bh_state(bh, map.m_flags)
-            if map.m_flags & EXT4_MAP_UNWRITTEN:
-                bh.mapped = False
-            return 0
-        return ret
+        return (yield from self.ext4_map_bh(inode, iblock, bh, 0))
 
     def ext4_set_aops(self, inode: Ext4InodeInfo) -> None:
         """ext4_set_aops(): choose the address_space_operations for a regular file."""
