@@ -29,7 +29,15 @@ Schedule exploration: PCT with preemption bounding
       model's default policy), or, with small probability, a random one;
     * *preemption bounding* (Musuvathi and Qadeer, PLDI 2007): the number of change points plus
       action points is small (geometric, mostly 1 to 3), since most concurrency bugs need few
-      preemptions.
+      preemptions;
+    * *background noise*: some plans also fire a random available background action at each
+      step with a small probability (the ``noise`` level, drawn per plan). This is the busy-system
+      regime fsx and stress tests run in, where writeback, IO completion and reclaim happen all
+      the time: a window that needs several background events in a row (a folio written back,
+      its IO completed and converted, then the folio evicted, all while one syscall runs) is
+      deeper than a handful of planned points reach, but a run with a few dozen random events
+      in it hits it often. Thread preemptions stay planned (PCT): noise never switches user
+      threads.
 
     A :class:`Plan` runs through :class:`PlanChooser` (the scheduler asks it at every step and it
     sees the options); the decisions it took are recorded and become the program's numeric
@@ -87,14 +95,16 @@ class Plan:
     ``changes`` are the decision indices (program steps) where the running task's priority drops;
     ``actions`` are ``(step, kind_pick, option_pick)``: at the first step at or after ``step`` where
     an action is available, fire one: kind ``kind_pick % len(kinds)``, then option
-    ``option_pick % len(options of that kind)``; ``seed`` drives the rare random priority of a new
-    kernel thread.
+    ``option_pick % len(options of that kind)``; ``noise`` is the probability, at each step with
+    no planned action due, of firing a random available action (kind, then option, uniformly);
+    ``seed`` drives the noise and the rare random priority of a new kernel thread.
     """
 
     priorities: tuple[int, ...]
     changes: tuple[int, ...] = ()
     actions: tuple[tuple[int, int, int], ...] = ()
     seed: int = 0
+    noise: float = 0.0
 
     @property
     def points(self) -> int:
@@ -106,6 +116,7 @@ class Plan:
             "changes": list(self.changes),
             "actions": [list(a) for a in self.actions],
             "seed": self.seed,
+            "noise": self.noise,
         }
 
 
@@ -161,6 +172,15 @@ class PlanChooser:
                 idx = group[opt_pick % len(group)]
                 self.decisions.append(idx)
                 return idx
+        if self.plan.noise and self.rng.random() < self.plan.noise:
+            acts = [(i, o) for i, o in enumerate(options) if isinstance(o, Action)]
+            if acts:
+                kinds = list(dict.fromkeys(o.actor for _, o in acts))
+                kind = kinds[self.rng.randrange(len(kinds))]
+                group = [i for i, o in acts if o.actor == kind]
+                idx = group[self.rng.randrange(len(group))]
+                self.decisions.append(idx)
+                return idx
         if tasks:
             # the highest priority; ties go to the earlier option (the current task first)
             best_p = max(self._priority(o) for _, o in tasks)
@@ -188,6 +208,15 @@ def _n_points(rng: random.Random, mean_extra: float = 0.6) -> int:
     return n
 
 
+#: share of fresh plans with background noise, and the levels it is drawn from (per step)
+NOISE_SHARE = 0.35
+NOISE_LEVELS = (0.03, 0.1, 0.3)
+
+
+def _noise(rng: random.Random, actors: int) -> float:
+    return rng.choice(NOISE_LEVELS) if actors and rng.random() < NOISE_SHARE else 0.0
+
+
 def random_plan(rng: random.Random, threads: int, steps: int, actors: int) -> Plan:
     """A fresh PCT plan for ``threads`` user threads over about ``steps`` decisions; ``actors`` is
     how many background actors the program enables (no action points without any)."""
@@ -202,12 +231,22 @@ def random_plan(rng: random.Random, threads: int, steps: int, actors: int) -> Pl
             actions.append((rng.randrange(steps), rng.randrange(1 << 16), rng.randrange(1 << 16)))
         elif threads > 1:
             changes.append(rng.randrange(steps))
-    return Plan(tuple(prios), tuple(sorted(set(changes))), tuple(sorted(actions)), rng.randrange(1 << 30))
+    noise = _noise(rng, actors)
+    return Plan(
+        tuple(prios), tuple(sorted(set(changes))), tuple(sorted(actions)), rng.randrange(1 << 30), noise
+    )
 
 
 #: the ways :func:`perturb_plan` changes a plan, and how often (adding a point is what deepens an
 #: interleaving one preemption at a time, so it dominates)
-PLAN_OPS: dict[str, float] = {"add": 0.45, "move": 0.25, "drop": 0.1, "retarget": 0.1, "priorities": 0.1}
+PLAN_OPS: dict[str, float] = {
+    "add": 0.4,
+    "move": 0.25,
+    "drop": 0.1,
+    "retarget": 0.1,
+    "priorities": 0.08,
+    "noise": 0.07,
+}
 
 
 def perturb_plan(
@@ -215,7 +254,7 @@ def perturb_plan(
 ) -> Plan:
     """A nearby plan: ``op`` (default: drawn by :data:`PLAN_OPS`) is "add" a change or action
     point, "move" one (a few steps, or anywhere), "drop" one, "retarget" an action, or re-draw the
-    "priorities"."""
+    "priorities", or re-draw the "noise" level."""
     steps = max(steps, 1)
     changes = list(plan.changes)
     actions = list(plan.actions)
@@ -237,6 +276,7 @@ def perturb_plan(
             return max(0, x + rng.choice((-3, -2, -1, 1, 2, 3)))
         return rng.randrange(steps)
 
+    noise = plan.noise
     pick_change = bool(changes) and (not actions or rng.random() < 0.5)
     if op == "add":
         if actors and (threads == 1 or rng.random() < 0.5):
@@ -265,10 +305,16 @@ def perturb_plan(
             actions[i] = (s, rng.randrange(1 << 16), rng.randrange(1 << 16))
         else:
             actions[i] = (s, k, o + 1)
+    elif op == "noise":
+        noise = rng.choice((0.0, *NOISE_LEVELS)) if actors else 0.0
     else:
         rng.shuffle(prios)
     return Plan(
-        tuple(prios), tuple(sorted(set(changes))), tuple(sorted(actions)), plan.seed ^ rng.randrange(1 << 30)
+        tuple(prios),
+        tuple(sorted(set(changes))),
+        tuple(sorted(actions)),
+        plan.seed ^ rng.randrange(1 << 30),
+        noise,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fuzz.engine import Candidate, Engine, evaluate
 from fuzz.generate import Generator
-from fuzz.mutate import Mutator, random_plan
+from fuzz.mutate import Mutator, Plan, perturb_plan, random_plan
 from fuzz.program import load_program
 from fuzz.verdict import judge
 
@@ -44,6 +44,48 @@ def test_evaluate_is_a_pure_function_of_the_candidate() -> None:
     assert [f.signature for f in one.findings] == [f.signature for f in two.findings]
     # the schedule the plan took is recorded: replaying the program alone gives the same run
     assert judge(one.program).signatures() == sorted({f.signature for f in one.findings})
+
+
+def _two_writes_under_noise(noise: float, seed: int) -> tuple[int, tuple[int, ...]]:
+    """How many background actions a one-thread program saw under a plan with this noise level
+    and no planned points, and the schedule it recorded."""
+    prog = load_program(
+        {
+            "format": "blkfuzz-program/1",
+            "config": {"write_path": "ext4", "journal": False, "device_blocks": 64},
+            "actors": ["writeback", "complete", "reclaim"],
+            "files": ["a"],
+            "threads": [
+                [
+                    {"op": "pwrite", "file": "a", "off": 0, "len": 40960, "data": {"seed": 1}},
+                    {"op": "pwrite", "file": "a", "off": 0, "len": 36865, "data": {"seed": 2}},
+                ]
+            ],
+        }
+    )
+    out = evaluate(Candidate(prog, Plan((0,), seed=seed, noise=noise)))
+    return sum(1 for d in out.program.schedule if d), out.program.schedule
+
+
+def test_background_noise_fires_random_actions_and_replays() -> None:
+    quiet, _ = _two_writes_under_noise(0.0, 5)
+    assert quiet == 0  # no planned point, no noise: the program runs undisturbed
+    busy, schedule = _two_writes_under_noise(0.3, 5)
+    assert busy >= 5  # about one step in three fired a writeback, a completion or an eviction
+    assert _two_writes_under_noise(0.3, 5) == (busy, schedule)  # the plan's seed drives the noise
+    assert _two_writes_under_noise(0.3, 6)[1] != schedule
+
+
+def test_plans_draw_and_perturb_the_noise_level() -> None:
+    import random
+
+    rng = random.Random(0)
+    plans = [random_plan(rng, 2, 50, 3) for _ in range(400)]
+    levels = {p.noise for p in plans}
+    assert 0.0 in levels and len(levels) > 2  # some plans are quiet, others noisy at several levels
+    assert all(p.noise == 0.0 for p in (random_plan(rng, 2, 50, 0) for _ in range(100)))  # no actors
+    quiet = Plan((0, 1))
+    assert {perturb_plan(rng, quiet, 2, 50, 3, op="noise").noise for _ in range(100)} > {0.0}
 
 
 def test_mutations_keep_programs_valid() -> None:

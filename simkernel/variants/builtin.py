@@ -228,6 +228,32 @@ class InlineReadWipesFolio(Variant):
         return 0
 
 
+class InlineDestroyEarly(Variant):
+    name = "inline-destroy-early"
+    description = (
+        "ext4_do_writepages() in Linux's order: the inline data is destroyed in a handle of its own "
+        "before folio 0's block is allocated unwritten (dioread_nolock); a crash after that commit "
+        "and before the end_io conversion loses bytes an earlier fsync made durable inline"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4", "inline_data": True}
+
+    def ext4_do_writepages(self, mpd: Any) -> KGen:
+        """Destroy first, in its own handle; the rest of writeback then finds an extent inode and
+        maps folio 0 like any other delalloc folio (unwritten, converted at IO completion)."""
+        inode: Ext4InodeInfo = mpd.inode
+        if inode.i_mapping.tagged_dirty_indices() and self.ext4_has_inline_data(inode):
+            handle = yield from self.ext4_journal_start(inode, "inode", 1)
+            self.BUG_ON(
+                self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA),
+                "ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)",
+                ino=inode.i_ino,
+            )
+            yield from self.ext4_destroy_inline_data(handle, inode)
+            self.ext4_journal_stop(handle)
+        return (yield from super().ext4_do_writepages(mpd))  # type: ignore[misc]
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -237,4 +263,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     EofFolioNoZero,
     PunchNoDisksize,
     InlineReadWipesFolio,
+    InlineDestroyEarly,
 )

@@ -18,6 +18,7 @@ from simkernel.config import SECTOR_SIZE
 from simkernel.fs.buffer_head import BufferHead, folio_buffers
 from simkernel.fs.ext4.ext4 import (
     EXT4_GET_BLOCKS_CONVERT,
+    EXT4_GET_BLOCKS_CREATE,
     EXT4_GET_BLOCKS_DELALLOC_RESERVE,
     EXT4_GET_BLOCKS_IO_CREATE_EXT,
     EXT4_MAP_MAPPED,
@@ -86,16 +87,14 @@ class Ext4PageIO(KernelBase):
         wbc = mpd.wbc
         if not mapping.tagged_dirty_indices():
             return 0
-        if self.ext4_has_inline_data(inode):
-            # a dirty folio 0 of an inline file must have gone through a delalloc conversion
-            handle = yield from self.ext4_journal_start(inode, "inode", 1)
+        inline = self.ext4_has_inline_data(inode)
+        if inline:
+            # a dirty folio of an inline file must have gone through a delalloc conversion
             self.BUG_ON(
                 self.ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA),
                 "ext4_test_inode_state(inode, EXT4_STATE_MAY_INLINE_DATA)",
                 ino=inode.i_ino,
             )
-            yield from self.ext4_destroy_inline_data(handle, inode)
-            self.ext4_journal_stop(handle)
         ps = self.page_size
         if wbc.range_cyclic:
             mpd.first_page = mapping.writeback_index
@@ -108,6 +107,10 @@ class Ext4PageIO(KernelBase):
         todo = [i for i in mapping.tagged_dirty_indices() if mpd.first_page <= i <= mpd.last_page]
         if wbc.range_cyclic and mpd.first_page:
             todo += [i for i in mapping.tagged_dirty_indices() if i < mpd.first_page]
+        if inline and 0 in mapping.tagged_dirty_indices():
+            # folio 0 holds the inline bytes: map it in the first handle, the one that destroys
+            # them (mpage_map_and_submit_extent())
+            todo = [0] + [i for i in todo if i]
         ret = 0
         while todo and not ret:
             handle = yield from self.ext4_journal_start(inode, "write_page", 8)
@@ -188,6 +191,16 @@ class Ext4PageIO(KernelBase):
         unwritten), submit the folios, and push i_disksize up to what is now written."""
         inode = mpd.inode
         assert mpd.io_end is not None
+        # Linux destroys the inline data at the top of ext4_do_writepages(), in a handle of its
+        # own, and then allocates folio 0's block unwritten (dioread_nolock): a commit before the
+        # end_io conversion leaves an inode with neither the inline bytes nor a written block,
+        # and a crash there loses data that an earlier fsync made durable inline. Here they leave
+        # i_block in the handle that allocates their block, written and as ordered data, so the
+        # commit that shows the inode without them also carries the block and waits for its data.
+        # (Variant ``inline-destroy-early`` restores Linux's order.)
+        convert_inline = self.ext4_has_inline_data(inode)
+        if convert_inline:
+            yield from self.ext4_destroy_inline_data(handle, inode)
         # contiguous runs of the same kind (delalloc vs unwritten), as mpage_add_bh_to_extent() builds
         runs: list[tuple[int, int, bool]] = []
         for lblk, delayed in mpd.need:
@@ -199,7 +212,7 @@ class Ext4PageIO(KernelBase):
         for lblk, remaining, delayed in runs:
             while remaining:
                 map = MapBlocks(lblk, remaining)
-                flags = EXT4_GET_BLOCKS_IO_CREATE_EXT
+                flags = EXT4_GET_BLOCKS_CREATE if convert_inline else EXT4_GET_BLOCKS_IO_CREATE_EXT
                 if delayed:
                     flags |= EXT4_GET_BLOCKS_DELALLOC_RESERVE
                 ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
