@@ -416,13 +416,16 @@ class Ext4Inode(KernelBase):
             self.ext4_journal_stop(handle)
             return -EIO
         copied = self.block_write_end(pos, length, copied, folio)
-        i_size_changed = self.ext4_update_inode_size(inode, pos + copied)
-        self.folio_unlock(folio)
+        zero_end = old_size
         if old_size < pos:
-            yield from self.pagecache_isize_extended(inode, old_size, pos)
             # "ext4: partial zero eof block on unaligned inode size extension" (6.11): the old
             # EOF block's tail may hold mmap stores past EOF; they must not become file data
-            yield from self.ext4_zero_partial_blocks(handle, inode, old_size, pos - old_size)
+            zero_end = yield from self.ext4_zero_eof_gap_locked(inode, folio, old_size, pos)
+        i_size_changed = self.ext4_update_inode_size(inode, pos + copied)
+        self.folio_unlock(folio)
+        if zero_end > old_size:
+            yield from self.pagecache_isize_extended(inode, old_size, pos)
+            yield from self.ext4_zero_partial_blocks(handle, inode, old_size, zero_end - old_size)
         if i_size_changed:
             self.ext4_mark_inode_dirty(handle, inode)
         self.ext4_journal_stop(handle)
@@ -488,6 +491,9 @@ class Ext4Inode(KernelBase):
             return -EIO
         copied = self.block_write_end(pos, length, copied, folio)
         new_i_size = pos + copied
+        zero_end = old_size
+        if pos > old_size:
+            zero_end = yield from self.ext4_zero_eof_gap_locked(inode, folio, old_size, pos)
         if new_i_size > inode.i_size:
             inode.i_size = new_i_size
             end = (new_i_size - 1) - folio.pos
@@ -496,9 +502,9 @@ class Ext4Inode(KernelBase):
                 disksize_changed = True
         self.folio_unlock(folio)
         zero_len = 0
-        if pos > old_size:
+        if zero_end > old_size:
             yield from self.pagecache_isize_extended(inode, old_size, pos)
-            zero_len = pos - old_size
+            zero_len = zero_end - old_size
         if not disksize_changed and not zero_len:
             return copied
         handle = yield from self.ext4_journal_start(inode, "inode", 2)
@@ -669,36 +675,75 @@ class Ext4Inode(KernelBase):
         inode: Ext4InodeInfo = mapping.host  # type: ignore[assignment]
         if self.config.write_path == "iomap":
             return (yield from self.ext4_iomap_zero_range(inode, frm, length))
-        bs = inode.i_sb.s_blocksize
         ps = self.page_size
         folio = yield from self._filemap_get_folio(mapping, frm // ps, FGP_LOCK | FGP_CREAT)
         try:
-            offset = frm - folio.pos
-            bhs = folio_buffers(folio) or self.create_empty_buffers(folio, bs)
-            bh = bhs[offset // bs]
-            if not bh.mapped:
-                ret = yield from self.ext4_get_block(inode, folio.pos // bs + offset // bs, bh, False)
-                if ret:
-                    return ret
-                if not bh.mapped:
-                    # a hole (or unwritten): it reads as zeros already
-                    return 0
-            if folio.uptodate:
-                bh.uptodate = True
-            if not bh.uptodate:
-                if bh.delay:
-                    bh.uptodate = True
-                else:
-                    err, data = yield from self.bdev_read_block(bh.b_blocknr, bs)
-                    if err:
-                        return err
-                    folio.data[bh.b_offset : bh.b_offset + bs] = data
-                    bh.uptodate = True
-            folio.data[offset : offset + length] = bytes(length)
-            self.mark_buffer_dirty(bh)
-            return 0
+            return (yield from self.ext4_block_zero_folio_range(inode, folio, frm, length))
         finally:
             self.folio_unlock(folio)
+
+    def ext4_block_zero_folio_range(self, inode: Ext4InodeInfo, folio: Folio, frm: int, length: int) -> KGen:
+        """__ext4_block_zero_page_range() once it holds the folio locked: map the block, read it if
+        it is not uptodate, zero the range and dirty the buffer."""
+        bs = inode.i_sb.s_blocksize
+        offset = frm - folio.pos
+        bhs = folio_buffers(folio) or self.create_empty_buffers(folio, bs)
+        bh = bhs[offset // bs]
+        if not bh.mapped:
+            ret = yield from self.ext4_get_block(inode, folio.pos // bs + offset // bs, bh, False)
+            if ret:
+                return ret
+            if not bh.mapped:
+                # a hole (or unwritten): it reads as zeros already
+                return 0
+        if folio.uptodate:
+            bh.uptodate = True
+        if not bh.uptodate:
+            if bh.delay:
+                bh.uptodate = True
+            else:
+                err, data = yield from self.bdev_read_block(bh.b_blocknr, bs)
+                if err:
+                    return err
+                folio.data[bh.b_offset : bh.b_offset + bs] = data
+                bh.uptodate = True
+        folio.data[offset : offset + length] = bytes(length)
+        self.mark_buffer_dirty(bh)
+        return 0
+
+    def ext4_zero_eof_gap_locked(self, inode: Ext4InodeInfo, folio: Folio, old_size: int, pos: int) -> KGen:
+        """Zero what ext4_zero_partial_blocks(old_size, pos - old_size) would of the gap a
+        size-extending write leaves, as far as it lies in ``folio`` (locked by write_begin), before
+        i_size grows over it. Returns where the rest, for after the unlock, ends (``old_size``:
+        nothing left).
+
+        Not Linux's order: since "ext4: partial zero eof block on unaligned inode size extension"
+        (6.11) write_end zeroes the gap after it raised i_size and unlocked the folio, so an mmap
+        store that lands in the gap in between -- inside the file by then -- is wiped. Here the
+        folio is write-protected first, so a later store faults and waits for the folio lock.
+        The part in an earlier folio (the old EOF block) keeps Linux's order: its lock cannot be
+        taken while a later folio's is held. Variant ``eof-zero-after-unlock`` restores Linux's
+        order for all of it."""
+        bs = inode.i_sb.s_blocksize
+        lo, hi = folio.pos, folio.pos + folio.size
+        ranges: list[tuple[int, int]] = []
+        if old_size // bs == (pos - 1) // bs:
+            if old_size % bs or pos % bs:
+                ranges.append((old_size, pos))
+        else:
+            if old_size % bs:
+                ranges.append((old_size, (old_size // bs + 1) * bs))
+            if pos % bs:
+                ranges.append((pos // bs * bs, pos))
+        mine = [(max(a, lo), min(b, hi)) for a, b in ranges if a < hi and b > lo]
+        if mine:
+            if self.folio_mkclean(folio):
+                self.folio_mark_dirty(folio)
+            for a, b in mine:
+                err = yield from self.ext4_block_zero_folio_range(inode, folio, a, b - a)
+                if err:
+                    return pos
+        return old_size if old_size >= lo else min(pos, lo)
 
     def ext4_block_truncate_page(self, handle: Any, mapping: AddressSpace, frm: int) -> KGen:
         """ext4_block_truncate_page(): zero from ``frm`` to the end of its block."""
