@@ -191,3 +191,67 @@ def test_killed_worker_is_replaced_and_the_campaign_goes_on(tmp_path: Path) -> N
     assert summary.stopped_by == "runs"
     assert summary.status.executions >= 150 and summary.status.executions > killed[0]
     assert corpus == len(list((tmp_path / "corpus").glob("*.json")))
+
+
+def _blkfuzz(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "fuzz.cli", *args]
+
+
+def test_kill_9_of_the_hub_then_the_same_command_resumes_everything(tmp_path: Path) -> None:
+    """The hub dies mid-campaign (SIGKILL: no clean-up at all); running the same command again
+    resumes with every corpus entry and finding it had written."""
+    import subprocess
+    import time
+
+    camp = tmp_path / "camp"
+    cmd = _blkfuzz("fuzz", "--variant", "ext4-inline-v2", "--jobs", "1", "--seed", "3", "--campaign", str(camp))
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([*cmd, "--time", "120"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            findings = list((camp / "findings").glob("*/finding.json")) if camp.exists() else []
+            if findings and len(list((camp / "corpus").glob("*.json"))) >= 20:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    corpus_before = {p.name for p in (camp / "corpus").glob("*.json")}
+    findings_before = {p.parent.name for p in (camp / "findings").glob("*/finding.json")}
+    assert findings_before and len(corpus_before) >= 20
+    again = subprocess.run([*cmd, "--runs", "20"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stderr  # the findings of the first run are still findings
+    assert corpus_before <= {p.name for p in (camp / "corpus").glob("*.json")}
+    assert findings_before <= {p.parent.name for p in (camp / "findings").glob("*/finding.json")}
+    meta = json.loads((camp / "campaign.json").read_text())
+    assert meta["resumed"] == 1
+    for d in findings_before:  # the interrupted minimization was finished on resume
+        assert (camp / "findings" / d / "minimized.json").exists()
+
+
+def test_a_campaign_on_a_dask_local_cluster_finds_a_seed_bug(tmp_path: Path) -> None:
+    """Workers as tasks on a real LocalCluster (scheduler and worker processes over TCP on
+    localhost): the ext4-inline-v2 lock-order cycle is found and recorded by the hub."""
+    distributed = pytest.importorskip("distributed")
+    from fuzz.workers import DaskBackend
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, protocol="tcp://", dashboard_address=None
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        backend = DaskBackend(cluster.scheduler_address)
+        try:
+            with Campaign.open(tmp_path, ("ext4-inline-v2",)) as camp:
+                hub = Hub(camp, backend, ("ext4-inline-v2",), seed=2, minimize=False, stop_on_first=True)
+                summary = hub.run(time_limit=120)
+        finally:
+            backend.close()
+    assert summary.stopped_by == "first finding"
+    sigs = set(summary.new_findings)
+    assert "lock-order: possible deadlock in fault_in_iov_iter_readable" in sigs
+    for sig in sigs:
+        assert (tmp_path / "findings" / signature_id(sig) / "finding.json").exists()
