@@ -206,9 +206,13 @@ def test_kill_9_of_the_hub_then_the_same_command_resumes_everything(tmp_path: Pa
     import time
 
     camp = tmp_path / "camp"
-    cmd = _blkfuzz("fuzz", "--variant", "ext4-inline-v2", "--jobs", "1", "--seed", "3", "--campaign", str(camp))
+    cmd = _blkfuzz(
+        "fuzz", "--variant", "ext4-inline-v2", "--jobs", "1", "--seed", "3", "--campaign", str(camp)
+    )
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.Popen([*cmd, "--time", "120"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--time", "120"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
