@@ -293,6 +293,13 @@ class Jbd2(KernelBase):
             journal.logged[b] = t.t_tid
         for b in t.t_revokes:
             journal.logged.pop(b, None)
+            # a revoked (freed) block leaves the checkpoint lists of the transactions that logged
+            # it (__jbd2_journal_remove_checkpoint() for BJ_Forget buffers at commit): once this
+            # commit makes the free final, the block may be reused as data, and a checkpoint that
+            # still wrote the old metadata home would overwrite that data
+            for tid, logged in journal.checkpoint_list.items():
+                if tid != t.t_tid:
+                    logged.pop(b, None)
         # freed blocks become allocatable only now
         for pblk, count in t.t_freed:
             sbi.pending_mask[pblk : pblk + count] = False
