@@ -24,6 +24,8 @@ EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+#: the output pipe closed early (128 + SIGPIPE, what a shell reports for a process SIGPIPE killed)
+EXIT_SIGPIPE = 141
 
 
 class _Exit(Exception):
@@ -50,6 +52,12 @@ def _guard(fn: Callable[..., int]) -> Callable[..., None]:
             _fail(EXIT_BAD_INPUT, f"blkfuzz: error: {err.filename}: {err.strerror}")
         except KeyboardInterrupt:
             _fail(EXIT_INTERRUPTED, "blkfuzz: interrupted")
+        except BrokenPipeError:
+            # the reader went away (``blkfuzz show P | head``): stop quietly, as a process killed by
+            # SIGPIPE would, and keep the interpreter's final flush from failing on the dead pipe
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise _Exit(EXIT_SIGPIPE) from None
         except _Exit:
             raise
         except Exception as err:  # an internal error: short by default, full with BLKFUZZ_DEBUG

@@ -122,3 +122,23 @@ def test_show_prints_the_program_and_its_timeline(capsys: pytest.CaptureFixture[
     assert code == 1
     assert "T0:" in out and "T1:" in out and "step" in out
     assert "kernel BUG in ext4_write_inline_data_end" in out
+
+
+def test_show_into_a_closed_pipe_stops_quietly() -> None:
+    """``blkfuzz show P | head -1``: the reader exits early; no internal-error message."""
+    import subprocess
+    import sys
+
+    # a timeline longer than the pipe's buffer, so the writer is still writing when the reader goes
+    path = Path(__file__).parent / "programs" / "soundness" / "jbd2-revoked-block-not-checkpointed.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fuzz.cli", "show", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first.startswith(b"variants:")
+    assert "internal error" not in err and "Traceback" not in err
+    assert proc.returncode == 141
