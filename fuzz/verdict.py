@@ -82,7 +82,11 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
     failed_writes = any(
         e.kind == "write" and e.complete_seq is not None and e.status < 0 for e in ex.iolog.entries
     )
-    eio = any(op.result == -_EIO for op in ex.history.ops)
+    # a read IO that failed may cut a pread short after some bytes (Linux returns what it copied)
+    # without any syscall returning -EIO; the block trace shows the failure
+    eio = any(op.result == -_EIO for op in ex.history.ops) or any(
+        e.kind == "mark" and e.tag.startswith("read error ") for e in ex.iolog.entries
+    )
     lost: dict[str, list[tuple[int, int]]] = {}
     if ex.image is not None:
         problems = fsck(ex.image)

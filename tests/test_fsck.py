@@ -83,12 +83,21 @@ def double_map(img: np.ndarray, ei: Ext4Image) -> None:
 
 def extend_past_eof(img: np.ndarray, ei: Ext4Image) -> None:
     """Grow a file's last initialized extent over free blocks well past i_size (bitmap updated)."""
-    fi = next(f for f in ei.files() if f.extents and not f.extents[-1].unwritten)
-    inode = ei.inode(fi.ino)
     used = ei.block_bitmap()
-    last = fi.extents[-1]
     extra = 3
-    assert not used[last.pblk + last.len : last.pblk + last.len + extra].any()
+    # a file whose last written extent has free blocks right after it (the layout of the image
+    # decides which one)
+    fi = next(
+        f
+        for f in ei.files()
+        if f.extents
+        and not f.extents[-1].unwritten
+        and not used[
+            f.extents[-1].pblk + f.extents[-1].len : f.extents[-1].pblk + f.extents[-1].len + extra
+        ].any()
+    )
+    inode = ei.inode(fi.ino)
+    last = fi.extents[-1]
     ext = [*fi.extents[:-1], od.Extent(last.lblk, last.len + extra, last.pblk, False)]
     inode.i_block, _ = od.encode_extent_tree(ext, [], ei.block_size)
     inode.blocks += extra * (ei.block_size // 512)

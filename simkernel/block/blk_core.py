@@ -135,6 +135,9 @@ class BlockLayer(KernelBase):
             err = self.bdev.should_fail("read", bio.sector, nsect)
             if err:
                 bio.status = -err
+                # what a block trace shows: the device failed a read here (the oracle may then
+                # accept short reads, as it does after a syscall returned -EIO)
+                self.iolog.add_mark(f"read error {bio.sector}+{nsect}", self.sched.step_no)
                 return bio.status
             bio.data = self.bdev.read(bio.sector, bio.nbytes)
             return 0

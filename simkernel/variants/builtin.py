@@ -270,6 +270,24 @@ class EofZeroAfterUnlock(Variant):
         yield  # pragma: no cover
 
 
+class TruncateTailErrorIgnored(Variant):
+    name = "truncate-tail-error-ignored"
+    description = (
+        "ext4 truncate as in Linux: the new EOF block's tail is zeroed only after the size "
+        "changed, and a failure to read that block is ignored; the stale bytes past EOF show "
+        "again when a later write or truncate grows the file over them"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4"}
+
+    def ext4_setattr_zero_eof_tail(self, handle: Any, inode: Ext4InodeInfo, frm: int) -> KGen:
+        """Growing: zero the old EOF block's tail, ignore the error. Shrinking: nothing before the
+        size changes (ext4_truncate() zeroes afterwards, ignoring the error)."""
+        if frm >= inode.i_size:
+            yield from self.ext4_block_truncate_page(handle, inode.i_mapping, frm)
+        return 0
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -281,4 +299,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     InlineReadWipesFolio,
     InlineDestroyEarly,
     EofZeroAfterUnlock,
+    TruncateTailErrorIgnored,
 )

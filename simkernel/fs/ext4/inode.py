@@ -832,14 +832,21 @@ class Ext4Inode(KernelBase):
                     # the new i_disksize may commit before ext4_truncate() frees the blocks
                     # past it: the orphan list lets recovery finish the truncate
                     self.ext4_orphan_add(handle, inode)
+                err = 0
                 if not shrink and oldsize % bs:
                     # the tail of the old last block must read as zeros inside the new size
                     # (through iomap as xfs_setattr_size(): zeroing past EOF leaves i_size alone)
-                    yield from self.ext4_block_truncate_page(handle, mapping, oldsize)
-                elif shrink and size % bs and self.config.write_path == "iomap":
-                    # as xfs_setattr_size(): zero the new EOF block's tail while it is still
-                    # inside i_size (iomap zeroing past EOF would extend the file)
-                    yield from self.ext4_block_truncate_page(handle, mapping, size)
+                    err = yield from self.ext4_setattr_zero_eof_tail(handle, inode, oldsize)
+                elif shrink and size % bs:
+                    # zero the new EOF block's tail while it is still inside i_size, as
+                    # xfs_setattr_size() does (iomap zeroing past EOF would extend the file)
+                    err = yield from self.ext4_setattr_zero_eof_tail(handle, inode, size)
+                if err:
+                    # the block could not be read: fail before anything changed. Linux goes on
+                    # (ext4_truncate() ignores ext4_block_truncate_page()'s error), and the
+                    # stale tail past the new EOF shows again when the file grows over it.
+                    self.ext4_journal_stop(handle)
+                    return err
                 yield from self.down_write(inode.i_data_sem)
                 inode.i_disksize = size
                 self.ext4_mark_inode_dirty(handle, inode)
@@ -854,6 +861,16 @@ class Ext4Inode(KernelBase):
             return 0
         finally:
             self.up_write(mapping.invalidate_lock)
+
+    def ext4_setattr_zero_eof_tail(self, handle: Any, inode: Ext4InodeInfo, frm: int) -> KGen:
+        """Zero ``[frm, end of its block)`` -- the old EOF block's tail before the file grows, or the
+        new EOF block's tail before it shrinks -- and report a failure to read the block: the
+        truncate then fails and changes nothing. Not Linux's ext4, which ignores the error when
+        growing and, when shrinking, zeroes only in ext4_truncate(), after the size changed,
+        ignoring the error again (xfs_setattr_size() zeroes first and fails). Either way the stale
+        tail shows once the file grows over it. Variant ``truncate-tail-error-ignored`` keeps
+        Linux's behaviour."""
+        return (yield from self.ext4_block_truncate_page(handle, inode.i_mapping, frm))
 
     def ext4_update_disksize_before_punch(self, inode: Ext4InodeInfo, offset: int, length: int) -> KGen:
         """ext4_update_disksize_before_punch(): i_disksize must reach i_size before the page cache
