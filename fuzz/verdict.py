@@ -113,10 +113,31 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
     # a write is atomic against reads and stores per folio -- per block on the iomap path, whose
     # mappings may end inside a folio (see oracle.linearize.check_final)
     wgran = block if ex.config.write_path == "iomap" else granule
+    # when the first data write failed: a read after it may see the failed range stale (the page
+    # may have been evicted and read back), and which file the range belonged to then is not
+    # known once a later truncate or punch unmapped it from the final image
+    failed_at = min(
+        (
+            e.complete_step
+            for e in ex.iolog.entries
+            if e.kind == "write"
+            and e.complete_step is not None
+            and e.status < 0
+            and not e.tag.startswith(("meta", "journal"))
+        ),
+        default=None,
+    )
     for mm in check_reads(
         ex.history, short_reads=eio or failed_writes, granule=granule, block_size=block, write_granule=wgran
     ):
         if mm.file in lost:  # a page whose writeback failed may be evicted and read back stale
+            continue
+        if (
+            failed_at is not None
+            and mm.read is not None
+            and mm.read.ret is not None
+            and mm.read.ret > failed_at
+        ):
             continue
         out.append(Finding("data", mm.title(), mm.summary(), mm.to_json()))
     if ex.image is not None:

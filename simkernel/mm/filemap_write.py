@@ -15,6 +15,18 @@ from simkernel.mm.memory import Memory
 
 
 class FilemapWrite(Memory):
+    def write_end_size(self, old_size: int, pos: int, copied: int) -> int:
+        """The i_size a ->write_end leaves after copying ``copied`` bytes at ``pos`` (not a kernel
+        function: the rule generic_write_end(), ext4's write_end and iomap_write_end() share).
+
+        Linux sets ``pos + copied`` whenever that is past the old size, so a copy that came up
+        empty at ``pos`` > EOF (the source faulted; write_end rejected a short copy into a folio
+        that is not uptodate) still grows the file to ``pos``; when the retry then fails
+        (-ENOSPC, -EFAULT) the write returns an error and leaves the file longer. The model
+        grows the file only by bytes that were copied. Variant ``empty-copy-grows-file``
+        restores Linux's rule."""
+        return max(old_size, pos + copied) if copied else old_size
+
     def generic_perform_write(self, file: File, pos: int, i: IovIter) -> KGen:
         """generic_perform_write(); returns bytes written or a negative errno."""
         mapping = file.f_mapping

@@ -288,6 +288,19 @@ class TruncateTailErrorIgnored(Variant):
         return 0
 
 
+class EmptyCopyGrowsFile(Variant):
+    name = "empty-copy-grows-file"
+    description = (
+        "write_end's size rule as in Linux (generic_write_end, ext4, iomap): i_size becomes "
+        "pos + copied even when nothing was copied, so a write past EOF whose source faults and "
+        "whose retry fails returns an error yet leaves the file grown to pos"
+    )
+    kind = "bug"
+
+    def write_end_size(self, old_size: int, pos: int, copied: int) -> int:
+        return max(old_size, pos + copied)
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -300,4 +313,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     InlineDestroyEarly,
     EofZeroAfterUnlock,
     TruncateTailErrorIgnored,
+    EmptyCopyGrowsFile,
 )

@@ -421,7 +421,7 @@ class Ext4Inode(KernelBase):
             # "ext4: partial zero eof block on unaligned inode size extension" (6.11): the old
             # EOF block's tail may hold mmap stores past EOF; they must not become file data
             zero_end = yield from self.ext4_zero_eof_gap_locked(inode, folio, old_size, pos)
-        i_size_changed = self.ext4_update_inode_size(inode, pos + copied)
+        i_size_changed = self.ext4_update_inode_size(inode, self.write_end_size(old_size, pos, copied))
         self.folio_unlock(folio)
         if zero_end > old_size:
             yield from self.pagecache_isize_extended(inode, old_size, pos)
@@ -490,7 +490,7 @@ class Ext4Inode(KernelBase):
             self.folio_unlock(folio)
             return -EIO
         copied = self.block_write_end(pos, length, copied, folio)
-        new_i_size = pos + copied
+        new_i_size = self.write_end_size(old_size, pos, copied)
         zero_end = old_size
         if pos > old_size:
             zero_end = yield from self.ext4_zero_eof_gap_locked(inode, folio, old_size, pos)

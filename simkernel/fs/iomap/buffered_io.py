@@ -316,8 +316,9 @@ class IomapBufferedIO(KernelBase):
         if not extend:
             self.folio_unlock(folio)
             return ret
-        if pos + ret > old_size:
-            it.inode.i_size = pos + ret
+        new_size = self.write_end_size(old_size, pos, ret)
+        if new_size > old_size:
+            it.inode.i_size = new_size
             it.iomap.flags |= IOMAP_F_SIZE_CHANGED
         self.folio_unlock(folio)
         if old_size < pos:
