@@ -209,7 +209,10 @@ class Ext4PageIO(KernelBase):
             else:
                 runs.append((lblk, 1, delayed))
         progress = False
+        transient = 0
         for lblk, remaining, delayed in runs:
+            if transient:
+                break
             while remaining:
                 map = MapBlocks(lblk, remaining)
                 flags = EXT4_GET_BLOCKS_CREATE if convert_inline else EXT4_GET_BLOCKS_IO_CREATE_EXT
@@ -219,10 +222,12 @@ class Ext4PageIO(KernelBase):
                 if ret <= 0:
                     err = ret or -ENOSPC
                     if err == -ENOSPC and self.ext4_count_free_clusters(inode.i_sb):
-                        # transient: let the upper layers retry (a commit may free blocks)
-                        if progress:
-                            break
-                        return err
+                        # transient: let the upper layers retry (a commit may free blocks); what
+                        # is mapped so far is still submitted ("goto update_disksize")
+                        if not progress:
+                            return err
+                        transient = err
+                        break
                     mpd.give_up_on_write = True
                     inode.i_sb.s_fs_info.messages.append(
                         f"Delayed block allocation failed for inode {inode.i_ino} at logical offset {lblk} "
@@ -238,21 +243,35 @@ class Ext4PageIO(KernelBase):
                 self.mpage_map_buffers(mpd, map.m_lblk, ret, map.m_pblk, map.m_flags)
                 lblk += ret
                 remaining -= ret
-        # submit the mapped folios
+        # submit the folios whose blocks are all mapped now (mpage_map_and_submit_buffers() stops
+        # at the end of the mapped extent); after a transient ENOSPC part-way, the rest stay
+        # locked and dirty, for mpage_release_unused_pages() and a later pass -- writing them now
+        # would clean the folio with some of its delayed blocks never written
+        bs = inode.i_sb.s_blocksize
+        last_lblk = -(-inode.i_size // bs)
+        submitted_end = 0
         for folio in list(mpd.locked):
+            bhs = folio_buffers(folio)
+            lblk0 = folio.pos // bs
+            if bhs and any(
+                lblk0 + i < last_lblk and bh.dirty and bh.mapped and (bh.delay or bh.unwritten)
+                for i, bh in enumerate(bhs)
+            ):
+                break
             err = self.mpage_submit_folio(mpd, folio)
             self.folio_unlock(folio)
             mpd.locked.remove(folio)
             if err:
                 return err
-        # update on-disk size after IO is submitted
-        disksize = min(mpd.next_page * self.page_size, inode.i_size)
+            submitted_end = folio.pos + folio.size
+        # update on-disk size after IO is submitted, as far as the submitted folios go (mpd->first_page)
+        disksize = min(submitted_end, inode.i_size)
         if disksize > inode.i_disksize:
             yield from self.down_write(inode.i_data_sem)
             self.ext4_update_i_disksize(inode, min(disksize, inode.i_size))
             self.up_write(inode.i_data_sem)
             self.ext4_mark_inode_dirty(handle, inode)
-        return 0
+        return transient
 
     def mpage_map_buffers(self, mpd: MpageDaData, lblk: int, length: int, pblk: int, m_flags: int) -> None:
         """mpage_process_page_bufs/mpage_map_and_submit_buffers(): point buffers at their blocks."""
