@@ -91,6 +91,17 @@ _W, _Z, _ZG, _G, _T, _S, _PW, _PZ, _PG, _OBS = range(10)
 _SIZED = frozenset((_W, _ZG, _G, _PW, _PG))
 #: at most this many states in the search for the closest linearization (explanations only)
 _EXPLAIN_BUDGET: Final = 200_000
+#: at most this many states expanded by one exact search: past it the question is undecided and
+#: counts as explained (no finding). Some histories -- a long read cut into many folio pieces
+#: racing several writes, with short reads allowed -- make the search exponential; a fuzzing run
+#: must not hang on one of them.
+_FEASIBLE_BUDGET: Final = 50_000
+
+
+class _Undecided(Exception):
+    """The exact search ran out of its budget."""
+
+
 #: at most this many differing ranges are listed in a Mismatch
 _MAX_DIFFS: Final = 32
 #: differing runs closer than this with the same expected writer are reported as one range
@@ -977,11 +988,13 @@ class _FileSearch:
                 yield (r & ~(1 << i), u, lo, hi)
 
     def feasible(self, start: _State) -> bool:
-        """Depth-first search for a linearization; failures are memoized."""
+        """Depth-first search for a linearization; failures are memoized. Raises
+        :class:`_Undecided` past :data:`_FEASIBLE_BUDGET` expanded states."""
         if self._terminal_ok(start):
             return True
         failed: set[_State] = set()
         stack: list[tuple[_State, Iterator[_State]]] = [(start, self._children(start))]
+        expanded = 0
         while stack:
             st, it = stack[-1]
             for child in it:
@@ -989,6 +1002,9 @@ class _FileSearch:
                     continue
                 if self._terminal_ok(child):
                     return True
+                expanded += 1
+                if expanded > _FEASIBLE_BUDGET:
+                    raise _Undecided
                 stack.append((child, self._children(child)))
                 break
             else:
@@ -1261,7 +1277,10 @@ def check_final(
         u0 = _known(skip)
         search._set_target(_Target(0, found, INF))
         r0 = search.full & ~search.obs
-        if search.feasible((r0, u0, lo_size, hi_size)):
+        try:
+            if search.feasible((r0, u0, lo_size, hi_size)):
+                continue
+        except _Undecided:
             continue
         order = search.closest((r0, u0, lo_size, hi_size))
         if order is None:  # no linearization has the found size: compare against any size
@@ -1376,6 +1395,8 @@ def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bo
                 return False
             a = b
         return True
+    except _Undecided:
+        return True
     finally:
         search.read_size = wanted
 
@@ -1398,7 +1419,10 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
         return None
     search.read_range = (off, off + n)
     search._set_target(_Target(off, read.out, off + n))
-    if search.feasible(start):
+    try:
+        if search.feasible(start):
+            return None
+    except _Undecided:
         return None
     order = search.closest(start)
     wanted = search.read_size

@@ -580,3 +580,24 @@ def test_mismatch_json_is_plain(seed: int):
         assert json.loads(json.dumps(doc)) == doc
         assert mm.summary().startswith("file a: ")
         assert not any(ch.isdigit() for ch in mm.title())
+
+
+def test_a_search_past_its_budget_is_undecided_and_no_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some histories make the exact search exponential; past the budget the question counts as
+    explained, so a fuzzing run reports nothing rather than hanging. With room to search, the
+    same corrupted final content is rejected."""
+    import oracle.linearize as lin
+
+    rng = random.Random(5)
+    threads = [
+        [Call("pwrite", "a", {"off": rng.randrange(64), "len": 32}, bytes([t + 1]) * 32) for _ in range(3)]
+        for t in range(3)
+    ]
+    h, final = simulate(["a"], threads, [rng.randrange(3) for _ in range(40)])
+    # every byte some op wrote, but not all from one linearization: telling needs a search
+    found = bytearray(final["a"])
+    found[0], found[-1] = (found[0] % 3) + 1, (found[-1] % 3) + 1
+    wrong = {"a": bytes(found)}
+    assert check_final(h, wrong)
+    monkeypatch.setattr(lin, "_FEASIBLE_BUDGET", 0)
+    assert check_final(h, wrong) == []
