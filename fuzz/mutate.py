@@ -120,6 +120,16 @@ class Plan:
         }
 
 
+def _action_groups(options: list[Any]) -> list[list[int]]:
+    """Indices of the background actions among ``options``, one group per actor kind, in option
+    order (a plan picks a kind first, then an option of it)."""
+    groups: dict[str, list[int]] = {}
+    for i, o in enumerate(options):
+        if isinstance(o, Action):
+            groups.setdefault(o.actor, []).append(i)
+    return list(groups.values())
+
+
 class PlanChooser:
     """Follows a :class:`Plan`; ``decisions`` is the numeric schedule it took (``pos`` of them)."""
 
@@ -163,21 +173,17 @@ class PlanChooser:
             self.prio[best[1].tid] = self.low
         idx = 0
         if self.pending:
-            acts = [(i, o) for i, o in enumerate(options) if isinstance(o, Action)]
-            if acts:
-                kinds = list(dict.fromkeys(o.actor for _, o in acts))
+            groups = _action_groups(options)
+            if groups:
                 kind_pick, opt_pick = self.pending.pop(0)
-                kind = kinds[kind_pick % len(kinds)]
-                group = [i for i, o in acts if o.actor == kind]
+                group = groups[kind_pick % len(groups)]
                 idx = group[opt_pick % len(group)]
                 self.decisions.append(idx)
                 return idx
         if self.plan.noise and self.rng.random() < self.plan.noise:
-            acts = [(i, o) for i, o in enumerate(options) if isinstance(o, Action)]
-            if acts:
-                kinds = list(dict.fromkeys(o.actor for _, o in acts))
-                kind = kinds[self.rng.randrange(len(kinds))]
-                group = [i for i, o in acts if o.actor == kind]
+            groups = _action_groups(options)
+            if groups:
+                group = groups[self.rng.randrange(len(groups))]
                 idx = group[self.rng.randrange(len(group))]
                 self.decisions.append(idx)
                 return idx

@@ -79,9 +79,19 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
     from oracle.wb_errors import check_error_reporting
 
     out: list[Finding] = []
-    failed_writes = any(
-        e.kind == "write" and e.complete_seq is not None and e.status < 0 for e in ex.iolog.entries
+    # when the first data write failed (injected errors hit data writes only): a read after it may
+    # see the failed range stale (the page may have been evicted and read back), and which file
+    # the range belonged to then is not known once a later truncate or punch unmapped it from the
+    # final image
+    failed_at = min(
+        (
+            e.complete_step
+            for e in ex.iolog.entries
+            if e.kind == "write" and e.complete_step is not None and e.status < 0
+        ),
+        default=None,
     )
+    failed_writes = failed_at is not None
     # a read IO that failed may cut a pread short after some bytes (Linux returns what it copied)
     # without any syscall returning -EIO; the block trace shows the failure
     eio = any(op.result == -_EIO for op in ex.history.ops) or any(
@@ -113,20 +123,6 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
     # a write is atomic against reads and stores per folio -- per block on the iomap path, whose
     # mappings may end inside a folio (see oracle.linearize.check_final)
     wgran = block if ex.config.write_path == "iomap" else granule
-    # when the first data write failed: a read after it may see the failed range stale (the page
-    # may have been evicted and read back), and which file the range belonged to then is not
-    # known once a later truncate or punch unmapped it from the final image
-    failed_at = min(
-        (
-            e.complete_step
-            for e in ex.iolog.entries
-            if e.kind == "write"
-            and e.complete_step is not None
-            and e.status < 0
-            and not e.tag.startswith(("meta", "journal"))
-        ),
-        default=None,
-    )
     for mm in check_reads(
         ex.history, short_reads=eio or failed_writes, granule=granule, block_size=block, write_granule=wgran
     ):

@@ -1012,6 +1012,13 @@ class _FileSearch:
                 stack.pop()
         return False
 
+    def explained(self, start: _State) -> bool:
+        """:meth:`feasible`, with an undecided search (the budget ran out) counted as explained."""
+        try:
+            return self.feasible(start)
+        except _Undecided:
+            return True
+
     # -- closest linearization --------------------------------------------------------------------
 
     def closest(self, start: _State) -> list[tuple[int, Any]] | None:
@@ -1277,10 +1284,7 @@ def check_final(
         u0 = _known(skip)
         search._set_target(_Target(0, found, INF))
         r0 = search.full & ~search.obs
-        try:
-            if search.feasible((r0, u0, lo_size, hi_size)):
-                continue
-        except _Undecided:
+        if search.explained((r0, u0, lo_size, hi_size)):
             continue
         order = search.closest((r0, u0, lo_size, hi_size))
         if order is None:  # no linearization has the found size: compare against any size
@@ -1391,11 +1395,9 @@ def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bo
             search.read_range = (a, b)
             search.read_size = wanted if b == off + n else (b, INF)
             search._set_target(_Target(a, read.out[a - off : b - off], b))
-            if not search.feasible(start):
+            if not search.explained(start):
                 return False
             a = b
-        return True
-    except _Undecided:
         return True
     finally:
         search.read_size = wanted
@@ -1419,10 +1421,7 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
         return None
     search.read_range = (off, off + n)
     search._set_target(_Target(off, read.out, off + n))
-    try:
-        if search.feasible(start):
-            return None
-    except _Undecided:
+    if search.explained(start):
         return None
     order = search.closest(start)
     wanted = search.read_size

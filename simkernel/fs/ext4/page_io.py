@@ -71,6 +71,12 @@ class MpageDaData:
     give_up_on_write: bool = False
 
 
+def _needs_mapping(bh: BufferHead, lblk: int, last_lblk: int) -> bool:
+    """A dirty buffer inside i_size whose block is delalloc or unwritten: writeback must allocate or
+    convert it before the folio can be written."""
+    return lblk < last_lblk and bh.dirty and bh.mapped and (bh.delay or bh.unwritten)
+
+
 class Ext4PageIO(KernelBase):
     # -- writepages ----------------------------------------------------------------------------------
 
@@ -165,9 +171,7 @@ class Ext4PageIO(KernelBase):
             lblk0 = folio.pos // bs
             last_lblk = -(-inode.i_size // bs)
             need = [
-                (lblk0 + i, bh.delay)
-                for i, bh in enumerate(bhs)
-                if lblk0 + i < last_lblk and bh.dirty and bh.mapped and (bh.delay or bh.unwritten)
+                (lblk0 + i, bh.delay) for i, bh in enumerate(bhs) if _needs_mapping(bh, lblk0 + i, last_lblk)
             ]
             if not need:
                 if mpd.locked:
@@ -253,10 +257,7 @@ class Ext4PageIO(KernelBase):
         for folio in list(mpd.locked):
             bhs = folio_buffers(folio)
             lblk0 = folio.pos // bs
-            if bhs and any(
-                lblk0 + i < last_lblk and bh.dirty and bh.mapped and (bh.delay or bh.unwritten)
-                for i, bh in enumerate(bhs)
-            ):
+            if bhs and any(_needs_mapping(bh, lblk0 + i, last_lblk) for i, bh in enumerate(bhs)):
                 break
             err = self.mpage_submit_folio(mpd, folio)
             self.folio_unlock(folio)
