@@ -8,6 +8,7 @@ scheduling policy, so the program's schedule decides only what its threads do.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,8 +24,11 @@ from simkernel.kernel.kernel import Kernel, compose_kernel
 from simkernel.kernel.sched import KGen, ListChooser, Scheduler, Task
 from simkernel.report import Report
 
-#: mkfs images by geometry: a memo of a pure function (same config -> same bytes), shared read-only
-_BASE_IMAGES: dict[tuple[Any, ...], np.ndarray] = {}
+#: mkfs images by geometry: a memo of a pure function (same config -> same bytes), shared read-only.
+#: Bounded, least recently used first out: a campaign draws a new geometry for many fresh programs,
+#: and an unbounded memo grew a long-running worker by one image per geometry (issue 6's flat RSS).
+_BASE_IMAGES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+BASE_IMAGES_KEPT = 16
 
 
 def base_image(config: Config) -> np.ndarray:
@@ -38,7 +42,9 @@ def base_image(config: Config) -> np.ndarray:
         config.journal_blocks,
     )
     img = _BASE_IMAGES.get(key)
-    if img is None:
+    if img is not None:
+        _BASE_IMAGES.move_to_end(key)
+    else:
         layout = ondisk.compute_layout(
             config.block_size,
             config.device_blocks,
@@ -48,6 +54,8 @@ def base_image(config: Config) -> np.ndarray:
         img = mkfs(layout, inline_data=config.inline_data)
         img.flags.writeable = False
         _BASE_IMAGES[key] = img
+        while len(_BASE_IMAGES) > BASE_IMAGES_KEPT:
+            _BASE_IMAGES.popitem(last=False)
     return img
 
 

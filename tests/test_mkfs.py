@@ -123,3 +123,18 @@ def test_e2fsck_clean_catches_findings_that_exit_zero() -> None:
     bad[(lay.block_bitmap + 1) * lay.block_size - 1] = 0
     clean, findings = e2fsck_clean(bad)
     assert not clean and any("Padding at end" in f for f in findings), findings
+
+
+def test_base_image_memo_is_bounded_and_returns_the_same_bytes() -> None:
+    """A long campaign draws many geometries; the worker keeps only the most recent images, and an
+    image made again after eviction is byte-identical (the memo is of a pure function)."""
+    from simkernel import machine
+    from simkernel.config import Config
+
+    first = machine.base_image(Config(block_size=1024, device_blocks=512)).copy()
+    for extra in range(machine.BASE_IMAGES_KEPT + 4):
+        machine.base_image(Config(block_size=1024, device_blocks=520 + 8 * extra))
+        assert len(machine._BASE_IMAGES) <= machine.BASE_IMAGES_KEPT
+    again = machine.base_image(Config(block_size=1024, device_blocks=512))
+    assert not again.flags.writeable
+    assert np.array_equal(first, again)
