@@ -102,14 +102,12 @@ from oracle.findings import Finding
 from oracle.fsck import FsckResult, fsck_result
 from oracle.history import History, HistoryOp
 from oracle.image import DEFAULT_MAX_READ, Ext4Image
-from oracle.jbd2_recovery import recover
+from oracle.jbd2_recovery import recover_in_place
 from oracle.linearize import check_final
 from oracle.replay import SECTOR_SIZE, CrashState, LogEntry, durable_prefix
 from simkernel.errors import CorruptImageError
 from simkernel.fs.ext4.ondisk import (
     EXT4_FEATURE_COMPAT_HAS_JOURNAL,
-    EXT4_FEATURE_RO_COMPAT_GDT_CSUM,
-    EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
     EXT4_ROOT_INO,
     EXT4_SUPERBLOCK_OFFSET,
     JBD2_COMMIT_BLOCK,
@@ -119,7 +117,6 @@ from simkernel.fs.ext4.ondisk import (
     JBD2_SUPERBLOCK_V1,
     JBD2_SUPERBLOCK_V2,
     decode_jbd2_descriptor_tags,
-    decode_superblock,
 )
 
 __all__ = ["DEFAULT_MAX_STATES", "CrashReport", "check_crashes", "crash_report", "lost_ranges"]
@@ -487,36 +484,19 @@ class _Disk:
 
 
 class _WorkImage(Ext4Image):
-    """The reader over the checker's work array, without the copy :class:`Ext4Image` makes (8 MiB
-    per crash image on the benchmark's device). Same fields as the reader's constructor sets;
-    :func:`crash_report` checks that they still match and falls back to copying otherwise.
-    While ``recording`` is a set, every block read through :meth:`read_block` is added to it."""
+    """The reader over the checker's work array in place (no copy: 8 MiB per crash image on the
+    benchmark's device). While ``recording`` is a set, every block read through
+    :meth:`read_block` is added to it."""
 
     recording: set[int] | None = None
 
-    def read_block(self, blk: int, *, where: str | None = None) -> bytes:
+    def read_block(self, blk: int, *, where: str | None = None) -> bytes | memoryview:
         if self.recording is not None:
             self.recording.add(blk)
         return super().read_block(blk, where=where)
 
     def __init__(self, work: np.ndarray) -> None:
-        buf = work.data
-        self._buf = buf  # type: ignore[assignment]
-        if len(buf) < EXT4_SUPERBLOCK_OFFSET + 1024:
-            raise CorruptImageError(f"image of {len(buf)} bytes has no superblock", where="superblock")
-        sb = decode_superblock(buf[EXT4_SUPERBLOCK_OFFSET : EXT4_SUPERBLOCK_OFFSET + 1024])
-        self.superblock = sb
-        self.block_size = sb.block_size
-        if len(buf) < sb.blocks_count * sb.block_size:
-            raise CorruptImageError(
-                f"image is {len(buf)} bytes but the superblock says {sb.blocks_count} x {sb.block_size}",
-                where="image size",
-            )
-        self._itable_blocks = -(-sb.inodes_per_group * sb.inode_size // sb.block_size)
-        self._csum_groups = sb.has_ro_compat(
-            EXT4_FEATURE_RO_COMPAT_GDT_CSUM | EXT4_FEATURE_RO_COMPAT_METADATA_CSUM
-        )
-        self.groups = self._read_group_descs()
+        super().__init__(work, copy=False)
 
 
 class _FsckCache:
@@ -567,17 +547,6 @@ class _FsckCache:
             self.tables.insert(0, (blocks, {}))
         self.tables[0][1][self._digest(work, bs, blocks)] = res
         return res
-
-
-def _image_factory(base: np.ndarray) -> Any:
-    """:class:`_WorkImage` when it reads ``base`` exactly as the reader does, else the reader."""
-    try:
-        ref, view = Ext4Image(base), _WorkImage(base)
-        if set(vars(ref)) == set(vars(view)) and ref.groups == view.groups and ref.files() == view.files():
-            return _WorkImage
-    except Exception:  # any drift in the reader's internals: copy instead
-        pass
-    return Ext4Image
 
 
 @dataclass
@@ -699,7 +668,7 @@ class _Journal:
                 return hit
         self.misses += 1
         try:
-            res = recover(work.data, strict=False)
+            res = recover_in_place(bytearray(work.data), strict=False)
         except CorruptImageError as err:
             out = _Recovered(failure=f"{err.where or 'journal'}: {err.message}")
         else:
@@ -708,7 +677,7 @@ class _Journal:
             if self.jmap and self.jmap[0] >= 0:
                 blocks.add(self.jmap[0])
             img = res.image
-            delta = [(b, img[b * bs : (b + 1) * bs]) for b in sorted(blocks)]
+            delta = [(b, bytes(img[b * bs : (b + 1) * bs])) for b in sorted(blocks)]
             out = _Recovered(delta=delta, errors=res.errors, transactions=res.transactions)
         if key is not None:
             self.cache[key] = out
@@ -1191,7 +1160,7 @@ def crash_report(
         specs = specs[:check_states]
     specs.sort(key=lambda s: s.point.upto)
     disk = _Disk(base, entries, bs // SECTOR_SIZE)
-    reader = _image_factory(base)
+    reader = _WorkImage
     fsck_cache = _FsckCache()
     jr = _Journal(base, base_img) if journal else None
     judge = _Judge(history, names, entries, journal)

@@ -111,8 +111,19 @@ def _group_has_super(group: int, sb: SuperBlockInfo) -> bool:
 class Ext4Image:
     """Read-only view of an ext4 image (``struct ext4_sb_info`` + ``ext4_iget`` + readdir, in Python)."""
 
-    def __init__(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
-        if isinstance(data, np.ndarray):
+    def __init__(self, data: bytes | bytearray | memoryview | np.ndarray, *, copy: bool = True) -> None:
+        """``copy=False`` reads ``data`` in place instead of copying it (a whole image per reader):
+        the caller promises not to change ``data`` while this reader is in use. Blocks are then
+        returned as read-only memoryviews into it."""
+        buf: bytes | memoryview
+        if not copy:
+            view = (
+                np.ascontiguousarray(data, dtype=np.uint8).data
+                if isinstance(data, np.ndarray)
+                else memoryview(data)
+            )
+            buf = view.cast("B").toreadonly()
+        elif isinstance(data, np.ndarray):
             buf = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
         else:
             buf = bytes(data)
@@ -142,7 +153,7 @@ class Ext4Image:
 
     # ---- blocks and groups ------------------------------------------------------------------------
 
-    def read_block(self, blk: int, *, where: str | None = None) -> bytes:
+    def read_block(self, blk: int, *, where: str | None = None) -> bytes | memoryview:
         """Block ``blk`` of the filesystem (``sb_bread``); out-of-range numbers are corruption."""
         if not 0 <= blk < self.superblock.blocks_count:
             raise CorruptImageError(

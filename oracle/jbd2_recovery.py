@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -118,7 +118,8 @@ class ReplayedBlock:
 class RecoveryResult:
     """The recovered image and what recovery did (``struct recovery_info`` and more)."""
 
-    image: bytes
+    #: bytes from :func:`recover`; the replayed buffer itself from :func:`recover_in_place`
+    image: bytes | bytearray
     #: the journal superblock had ``s_start != 0`` (there was a log to scan)
     needed: bool
     #: the fs superblock had ``INCOMPAT_RECOVER`` set
@@ -450,27 +451,33 @@ def _set_fs_superblock(buf: bytearray, *, clear_valid: bool, set_error: bool) ->
 def recover(image: bytes | bytearray | memoryview | np.ndarray, *, strict: bool = True) -> RecoveryResult:
     """Replay the journal of ``image`` as e2fsck does; see the module docstring."""
     if isinstance(image, np.ndarray):
-        buf = bytearray(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-    else:
-        buf = bytearray(image)
-    img = Ext4Image(bytes(buf))
+        image = np.ascontiguousarray(image, dtype=np.uint8).data
+    res = recover_in_place(bytearray(image), strict=strict)
+    return replace(res, image=bytes(res.image))
+
+
+def recover_in_place(buf: bytearray, *, strict: bool = True) -> RecoveryResult:
+    """:func:`recover` on ``buf`` itself: the result's ``image`` *is* ``buf``, replayed (no copy of
+    the image; the crash checker runs this on every crash state)."""
+    # the reader only locates the journal (superblock, journal inode), before anything is replayed
+    img = Ext4Image(buf, copy=False)
     sb = img.superblock
     recover_flag = sb.has_incompat(EXT4_FEATURE_INCOMPAT_RECOVER)
     if not sb.has_compat(EXT4_FEATURE_COMPAT_HAS_JOURNAL):
         if recover_flag:
             raise CorruptImageError("needs_recovery set without has_journal", where="superblock")
-        return RecoveryResult(image=bytes(buf), needed=False, recover_flag=False)
+        return RecoveryResult(image=buf, needed=False, recover_flag=False)
     j = _Journal(buf, img, strict)
     jsb = j.jsb
     if not jsb.start:
         if not recover_flag:
-            return RecoveryResult(image=bytes(buf), needed=False, recover_flag=False, journal_superblock=jsb)
+            return RecoveryResult(image=buf, needed=False, recover_flag=False, journal_superblock=jsb)
         # e2fsck runs recovery anyway: nothing to replay, s_sequence + 1, RECOVER cleared
         new_seq = (jsb.sequence + 1) & _TID_MASK
         _write_jsb(j, start=0, sequence=new_seq, errno=None)
         _set_fs_superblock(buf, clear_valid=False, set_error=bool(jsb.errno))
         return RecoveryResult(
-            image=bytes(buf),
+            image=buf,
             needed=False,
             recover_flag=True,
             start_transaction=jsb.sequence,
@@ -510,7 +517,7 @@ def recover(image: bytes | bytearray | memoryview | np.ndarray, *, strict: bool 
         set_error=not error and (info.failed_commit is not None or bool(jsb.errno)),
     )
     return RecoveryResult(
-        image=bytes(buf),
+        image=buf,
         needed=True,
         recover_flag=recover_flag,
         start_transaction=info.start_transaction,

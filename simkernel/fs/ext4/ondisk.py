@@ -897,8 +897,25 @@ def encode_superblock(
     return out
 
 
+#: decoded superblocks by their raw bytes: the oracle decodes the same few superblocks for every
+#: crash state it reads (a pure function of 1 KiB, and SuperBlockInfo is frozen); bounded
+_SUPERBLOCKS: dict[bytes, SuperBlockInfo] = {}
+_SUPERBLOCKS_KEPT = 64
+
+
 def decode_superblock(raw: bytes | bytearray | memoryview, *, where: str = "superblock") -> SuperBlockInfo:
     """Parse and sanity-check ``struct ext4_super_block`` (e2fsck ``check_super_block`` basics)."""
+    key = bytes(raw)
+    info = _SUPERBLOCKS.get(key)
+    if info is None:
+        info = _decode_superblock(key, where)
+        if len(_SUPERBLOCKS) >= _SUPERBLOCKS_KEPT:
+            del _SUPERBLOCKS[next(iter(_SUPERBLOCKS))]  # oldest first (dicts keep insertion order)
+        _SUPERBLOCKS[key] = info
+    return info
+
+
+def _decode_superblock(raw: bytes, where: str) -> SuperBlockInfo:
     c = _parse(EXT4_SUPER_BLOCK, raw, where, "superblock")
     if c.s_magic != EXT4_SUPER_MAGIC:
         raise CorruptImageError(f"bad magic 0x{c.s_magic:04x} (expected 0xef53)", where=where)
@@ -1576,7 +1593,7 @@ def encode_extent_tree(
 
 def decode_extent_tree(
     i_block: bytes,
-    read_block: Callable[[int], bytes],
+    read_block: Callable[[int], bytes | memoryview],
     block_size: int,
     *,
     where: str,
