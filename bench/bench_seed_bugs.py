@@ -8,11 +8,17 @@ ratio random/fuzz. With ``--save DIR`` the first hit of each target is minimized
 (the corpus reproducers in ``corpus/`` were made this way).
 
     python bench/bench_seed_bugs.py [--seeds 10] [--budget 120] [--only iomap-nocookie] [--save DIR]
+                                    [--first-seed 0] [--jobs 2]
+
+``--jobs N`` runs N searches at a time, each in its own process on its own core (every search is
+still a one-core search; on a machine with fewer idle cores than N the times grow).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
 import statistics
 import sys
 import time
@@ -52,6 +58,10 @@ def time_to_find(
     return time.monotonic() - t0, hit.program
 
 
+def _search(job: tuple[str, str, int, str, float]) -> tuple[float | None, Program | None]:
+    return time_to_find(*job)
+
+
 def _median(times: list[float | None], budget: float) -> str:
     vals = [t if t is not None else float("inf") for t in times]
     med = statistics.median(vals)
@@ -65,8 +75,11 @@ def main() -> None:
     ap.add_argument("--only", help="one variant")
     ap.add_argument("--no-random", action="store_true", help="skip the random baseline")
     ap.add_argument("--save", type=Path, help="minimize the first hit of each target into this directory")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="searches run at a time (one core each)")
     args = ap.parse_args()
-    print(f"seeds 0..{args.seeds - 1}, budget {args.budget:.0f}s per search, one core")
+    last = args.first_seed + args.seeds - 1
+    print(f"seeds {args.first_seed}..{last}, budget {args.budget:.0f}s per search, one core per search")
     print(f"{'target':<70} {'fuzz median s':>14} {'random median s':>16}")
     for variant, sig in TARGETS:
         if args.only and variant != args.only:
@@ -74,12 +87,17 @@ def main() -> None:
         fuzz_t: list[float | None] = []
         rand_t: list[float | None] = []
         saved = False
-        for seed in range(args.seeds):
-            t, prog = time_to_find(variant, sig, seed, "fuzz", args.budget)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        modes = ["fuzz"] if args.no_random else ["fuzz", "random"]
+        jobs = [(variant, sig, seed, mode, args.budget) for seed in seeds for mode in modes]
+        with cf.ProcessPoolExecutor(max(1, args.jobs), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_search, jobs))
+        for seed in seeds:
+            t, prog = results.pop(0)
             fuzz_t.append(t)
             line = f"  {variant} seed {seed}: fuzz {'-' if t is None else f'{t:.1f}s'}"
             if not args.no_random:
-                r, _ = time_to_find(variant, sig, seed, "random", args.budget)
+                r, _ = results.pop(0)
                 rand_t.append(r)
                 line += f", random {'-' if r is None else f'{r:.1f}s'}"
             print(line, flush=True)

@@ -241,7 +241,13 @@ class IomapBufferedIO(KernelBase):
                 # the decision, the cached type it used, and the state the file has now
                 lookup = getattr(self, "ext4_es_lookup", None)
                 cur = lookup(it.inode, block_start >> it.inode.i_blkbits)[0] if lookup is not None else "?"
-                self.cov(f"iomap:partial_block:{'zero' if zeroing else 'read'}:{srcmap.type}:{cur}")
+                # and, for zeroing, whether the zeroed bytes lie inside the file (its data, not the
+                # post-EOF tail): the folio-state x extent-state x EOF position the decision met
+                below = (poff < frm and folio.pos + poff < it.inode.i_size) or (
+                    to < poff + plen and folio.pos + to < it.inode.i_size
+                )
+                where = (":in_eof" if below else ":past_eof") if zeroing else ""
+                self.cov(f"iomap:partial_block:{'zero' if zeroing else 'read'}:{srcmap.type}:{cur}{where}")
                 if zeroing:
                     if self.WARN_ON(it.flags & IOMAP_UNSHARE, "iter->flags & IOMAP_UNSHARE"):
                         return -EIO
