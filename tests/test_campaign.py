@@ -259,3 +259,20 @@ def test_a_campaign_on_a_dask_local_cluster_finds_a_seed_bug(tmp_path: Path) -> 
     assert "lock-order: possible deadlock in fault_in_iov_iter_readable" in sigs
     for sig in sigs:
         assert (tmp_path / "findings" / signature_id(sig) / "finding.json").exists()
+
+
+def test_a_hang_only_under_the_fuzzing_step_limit_is_not_recorded_as_flaky(tmp_path: Path) -> None:
+    """A long run reported as a hang under the fuzzing step limit, which finishes when re-executed
+    under the runner's limit, is dropped: not a finding, not flaky, not counted in stability."""
+    from fuzz.engine import Outcome
+    from oracle.findings import Finding
+
+    hang = Finding("hang", "INFO: task hung in mpage_prepare_extent_to_map")
+    data = Finding("data", "final content: zeros instead of pwrite data")
+    out = Outcome(_program(1), frozenset(), [hang, data], 20_000, 10, 0.1)
+    with Campaign.open(tmp_path, ()) as camp:
+        hub = Hub(camp, InlineBackend(), (), seed=1, minimize=False)
+        hub._on_findings(out, {hang.signature: False, data.signature: False})
+        assert set(camp.flaky) == {data.signature}
+        assert not camp.findings
+        assert hub.checks["not_reproduced"] == 1
