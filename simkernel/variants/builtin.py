@@ -257,17 +257,20 @@ class InlineDestroyEarly(Variant):
 class EofZeroAfterUnlock(Variant):
     name = "eof-zero-after-unlock"
     description = (
-        "ext4 write_end in Linux's order (6.11+): the gap between the old EOF and a size-extending "
-        "write is zeroed after i_size was raised and the folio unlocked, wiping an mmap store that "
-        "lands in the gap in between"
+        "write_end in Linux's order (ext4 6.11+, iomap with 6.12's pagecache_isize_extended): the "
+        "gap between the old EOF and a size-extending write is zeroed after i_size was raised and "
+        "the folio unlocked, wiping an mmap store that lands in the gap in between"
     )
     kind = "bug"
-    requires = {"write_path": "ext4"}
 
     def ext4_zero_eof_gap_locked(self, inode: Ext4InodeInfo, folio: Any, old_size: int, pos: int) -> KGen:
         """Nothing under the folio lock: all of the gap is zeroed after the unlock."""
         return pos
         yield  # pragma: no cover
+
+    def iomap_zero_eof_gap_locked(self, inode: Any, folio: Any, old_size: int, pos: int) -> bool:
+        """Nothing under the folio lock: pagecache_isize_extended() zeroes the gap after it."""
+        return False
 
 
 class TruncateTailErrorIgnored(Variant):

@@ -310,6 +310,26 @@ class IomapBufferedIO(KernelBase):
         self.filemap_dirty_folio(inode.i_mapping, folio)
         return copied
 
+    def iomap_zero_eof_gap_locked(self, inode: Inode, folio: Folio, old_size: int, pos: int) -> bool:
+        """Zero the gap ``[old_size, pos)`` a size-extending write leaves, when the old EOF lies in
+        ``folio`` (locked by write_begin), before i_size grows over it; True: nothing is left for
+        pagecache_isize_extended() after the unlock.
+
+        Not Linux's order: iomap_write_iter() calls pagecache_isize_extended() after
+        iomap_write_end() raised i_size and unlocked the folio, and since 6.12 that zeroes the
+        gap, wiping an mmap store that landed there in between -- inside the file by then. Here the
+        folio is write-protected first, so a later store faults and waits for the folio lock. An
+        old EOF in an earlier folio keeps Linux's order (its lock cannot be taken under this one).
+        Variant ``eof-zero-after-unlock`` restores Linux's order."""
+        lo, hi = folio.pos, folio.pos + folio.size
+        if not lo <= old_size < hi:
+            return False
+        if self.folio_mkclean(folio):
+            self.folio_mark_dirty(folio)
+        end = min(pos, hi)
+        folio.data[old_size - lo : end - lo] = bytes(end - old_size)
+        return True
+
     def iomap_write_end(
         self, it: IomapIter, pos: int, length: int, copied: int, folio: Folio, *, extend: bool = True
     ) -> KGen:
@@ -323,11 +343,14 @@ class IomapBufferedIO(KernelBase):
             self.folio_unlock(folio)
             return ret
         new_size = self.write_end_size(old_size, pos, ret)
+        gap_zeroed = False
         if new_size > old_size:
+            if old_size < pos:
+                gap_zeroed = self.iomap_zero_eof_gap_locked(it.inode, folio, old_size, pos)
             it.inode.i_size = new_size
             it.iomap.flags |= IOMAP_F_SIZE_CHANGED
         self.folio_unlock(folio)
-        if old_size < pos:
+        if old_size < pos and not gap_zeroed:
             yield from self.pagecache_isize_extended(it.inode, old_size, pos)
         if ret < length:
             yield from self.iomap_write_failed(it.inode, pos + ret, length - ret)
