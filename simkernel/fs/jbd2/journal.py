@@ -59,6 +59,8 @@ class Transaction:
     #: raw metadata blocks written through buffer heads (block -> content)
     t_blocks: dict[int, bytes] = field(default_factory=dict)
     t_revokes: set[int] = field(default_factory=set)
+    #: the metadata this transaction logs, frozen when its commit starts (jbd2's frozen copies)
+    t_frozen: dict[int, bytes] = field(default_factory=dict)
     #: blocks freed here: not reusable before this transaction commits
     t_freed: list[tuple[int, int]] = field(default_factory=list)
     #: ordered data: inode number -> (start, end) byte range to write before the commit
@@ -213,8 +215,13 @@ class Jbd2(KernelBase):
             return
         t.t_freed.append((pblk, count))
         t.t_bitmaps = True
+        # a block the committing transaction logs is not in ``logged`` until that commit ends,
+        # but it needs the revoke all the same: without it the committed copy would be
+        # checkpointed home over the block's next owner (ext4_forget() revokes every freed
+        # metadata block, whatever transaction holds its buffer)
+        committing = journal.committing.t_frozen if journal.committing is not None else {}
         for b in range(pblk, pblk + count):
-            if b in journal.logged or b in t.t_blocks:
+            if b in journal.logged or b in t.t_blocks or b in committing:
                 t.t_revokes.add(b)
                 t.t_blocks.pop(b, None)
 
@@ -253,6 +260,7 @@ class Jbd2(KernelBase):
         blocks.update(t.t_blocks)
         for b in t.t_revokes:
             blocks.pop(b, None)
+        t.t_frozen = blocks
         # T_FLUSH: the next transaction may start now
         t.t_state = "committing"
         journal.committing = t
