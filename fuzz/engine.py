@@ -42,7 +42,7 @@ import re
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,8 +504,12 @@ class Engine:
 
     # -- feedback ---------------------------------------------------------------------------------
 
-    def feedback(self, cand: Candidate, out: Outcome) -> list[FoundBug]:
-        """Account for one run (hub side); returns the new findings it produced."""
+    def feedback(
+        self, cand: Candidate, out: Outcome, reproduced: Mapping[str, bool] | None = None
+    ) -> list[FoundBug]:
+        """Account for one run (hub side); returns the new findings it produced. ``reproduced``:
+        what a worker's re-execution already showed (signature -> shown again), so a hang is not
+        confirmed a second time here."""
         st = self.stats
         st.executions += 1
         now = self._elapsed()
@@ -562,8 +566,10 @@ class Engine:
                 )
             if sig in self.signatures:
                 continue
-            if finding.category == "hang" and not self._confirm(out.program, sig):
-                continue
+            if finding.category == "hang":
+                confirmed = reproduced.get(sig) if reproduced is not None else None
+                if not (self._confirm(out.program, sig) if confirmed is None else confirmed):
+                    continue
             bug = self._record_finding(finding, out.program, now)
             bug.lineage = self.lineage(cand)
             found.append(bug)

@@ -243,7 +243,7 @@ class Hub:
             self._rss[str(res.pid)] = res.rss_kib
         for cand, out, rep in zip(task.candidates, res.outcomes, res.reproduced, strict=True):
             self._exec_seconds.append(out.seconds)
-            self.engine.feedback(cand, out)
+            self.engine.feedback(cand, out, rep)
             if out.error is not None:
                 self.campaign.record_error(out.error, out.program)
             self._on_findings(out, rep)

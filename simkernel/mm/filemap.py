@@ -379,6 +379,16 @@ class Filemap(Locking):
             yield from self.pagecache_isize_extended(inode, oldsize, newsize)
         yield from self.truncate_pagecache(inode, newsize)
 
+    def folio_zero_exposed_locked(self, folio: Folio, frm: int, to: int) -> None:
+        """What pagecache_isize_extended() does to the EOF folio, done by a write that still holds
+        its lock, before i_size grows over ``[frm, to)``: write-protect it (a later store faults
+        and waits for the lock) and zero the part of ``[frm, to)`` it holds."""
+        if self.folio_mkclean(folio):
+            self.folio_mark_dirty(folio)
+        lo = folio.pos
+        end = min(to, lo + folio.size)
+        folio.data[frm - lo : end - lo] = bytes(end - frm)
+
     def pagecache_isize_extended(self, inode: Inode, frm: int, to: int) -> KGen:
         """pagecache_isize_extended() (Linux 6.12): after i_size grew past a partially-backed page,
         write-protect it so a store into the new part faults and page_mkwrite can allocate blocks

@@ -736,14 +736,13 @@ class Ext4Inode(KernelBase):
             if pos % bs:
                 ranges.append((pos // bs * bs, pos))
         mine = [(max(a, lo), min(b, hi)) for a, b in ranges if a < hi and b > lo]
-        if (old_size >= lo or mine) and self.folio_mkclean(folio):
-            self.folio_mark_dirty(folio)
         if old_size >= lo:
             # and what pagecache_isize_extended() does for this folio: its whole post-EOF part up
             # to the write is exposed too (whole blocks in between are holes on disk, but the
             # cached folio may hold mmap stores past EOF there)
-            end = min(pos, hi)
-            folio.data[old_size - lo : end - lo] = bytes(end - old_size)
+            self.folio_zero_exposed_locked(folio, old_size, pos)
+        elif mine and self.folio_mkclean(folio):
+            self.folio_mark_dirty(folio)
         for a, b in mine:
             err = yield from self.ext4_block_zero_folio_range(inode, folio, a, b - a)
             if err:

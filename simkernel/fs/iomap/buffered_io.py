@@ -321,13 +321,9 @@ class IomapBufferedIO(KernelBase):
         folio is write-protected first, so a later store faults and waits for the folio lock. An
         old EOF in an earlier folio keeps Linux's order (its lock cannot be taken under this one).
         Variant ``eof-zero-after-unlock`` restores Linux's order."""
-        lo, hi = folio.pos, folio.pos + folio.size
-        if not lo <= old_size < hi:
+        if not folio.pos <= old_size < folio.pos + folio.size:
             return False
-        if self.folio_mkclean(folio):
-            self.folio_mark_dirty(folio)
-        end = min(pos, hi)
-        folio.data[old_size - lo : end - lo] = bytes(end - old_size)
+        self.folio_zero_exposed_locked(folio, old_size, pos)
         return True
 
     def iomap_write_end(
