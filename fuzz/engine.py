@@ -208,6 +208,8 @@ class Outcome:
 SCHED_SHARE = 0.5
 #: energy boost of corpus entries picked fewer than 8 times
 FRESH = 3.0
+#: executions between full re-weighings of the corpus (see Engine._pick)
+REWEIGH_EVERY = 32
 
 #: step limit of fuzzing runs: programs here take a few hundred steps, a livelock takes them all; a
 #: hang found under this limit is confirmed under the runner's default before it is reported
@@ -217,6 +219,14 @@ FUZZ_MAX_STEPS = 20_000
 #: of record finds too. The full plan costs as much as ten executions; a journalled run that
 #: checked all of it would starve the search of executions.
 FUZZ_CRASH_STATES = 40
+#: crash states checked in a run whose *model* coverage (``Execution.coverage``: kernel decisions,
+#: lock-order edges, preemption sites, syscall outcomes -- not the interleaving families, which keep
+#: growing for as long as a campaign runs) holds nothing seen before: what reaches the disk, and in
+#: which order, is decided by those kernel paths, and runs that took them were checked in full, so
+#: a spot check of the plan's first states. Crash checking is most of a journalled run's cost;
+#: spending it on new kernel behaviour buys the rest of the search more executions (AFL spends its
+#: expensive deterministic stages on new inputs only, for the same reason)
+FUZZ_CRASH_STATES_SEEN = 6
 
 
 def evaluate(
@@ -226,9 +236,14 @@ def evaluate(
     max_steps: int = FUZZ_MAX_STEPS,
     families: frozenset[str] = DEFAULT_FAMILIES,
     crash_states: int | None = FUZZ_CRASH_STATES,
+    novel: Callable[[frozenset[str]], bool] | None = None,
 ) -> Outcome:
-    """Run a candidate under the oracle (pure: the same candidate gives the same outcome)."""
-    from fuzz.verdict import judge
+    """Run a candidate under the oracle (pure: the same candidate gives the same outcome, for the
+    same ``novel``). ``novel(coverage)``: whether the run's model coverage holds something new to
+    the caller; when it says no, only the first :data:`FUZZ_CRASH_STATES_SEEN` crash states are
+    checked."""
+    from fuzz.runner import execute
+    from fuzz.verdict import oracle_findings, report_finding
 
     t0 = time.perf_counter()
     program = candidate.program
@@ -245,25 +260,28 @@ def evaluate(
             )
             return chooser
 
-        verdict = judge(
-            program, oracle=oracle, chooser_factory=factory, max_steps=max_steps, crash_states=crash_states
-        )
+        ex = execute(program, chooser_factory=factory, max_steps=max_steps)
+        features = execution_features(ex, families)
+        if observed is not None and "cx" in families:
+            features |= observed.context
+        findings = [report_finding(r) for r in ex.reports]
+        if oracle and not ex.stopped:
+            states = crash_states
+            if novel is not None and not novel(frozenset(ex.coverage)):
+                states = FUZZ_CRASH_STATES_SEEN if states is None else min(states, FUZZ_CRASH_STATES_SEEN)
+            findings.extend(oracle_findings(ex, crash_states=states))
         if candidate.plan is not None:
-            program = program.with_schedule(trim_schedule(verdict.execution.schedule))
+            program = program.with_schedule(trim_schedule(ex.schedule))
     except Exception as err:  # a simulator bug: report it, keep fuzzing
         if isinstance(chooser, PlanChooser):
             program = program.with_schedule(trim_schedule(chooser.decisions))
         where = traceback.extract_tb(err.__traceback__)[-1]
         msg = f"{type(err).__name__} at {Path(where.filename).name}:{where.name}: {_NUM.sub('N', str(err))}"
         return Outcome(program, frozenset(), [], 0, 1, time.perf_counter() - t0, error=msg[:300])
-    ex = verdict.execution
-    features = execution_features(ex, families)
-    if observed is not None and "cx" in families:
-        features |= observed.context
     return Outcome(
         program=program,
         features=features,
-        findings=list(verdict.findings),
+        findings=findings,
         steps=ex.steps,
         decisions=max(ex.decisions_used, 1),
         seconds=time.perf_counter() - t0,
@@ -400,6 +418,7 @@ class Engine:
         self._started = 0.0
         self._weights_dirty = True
         self._cum: list[float] = []
+        self._refreshed_at = 0
         #: feature -> index of the cheapest corpus entry showing it; the favored entries
         self._best_for: dict[str, int] = {}
         self._favored: set[int] = set()
@@ -426,24 +445,35 @@ class Engine:
         """Energy: rarity of the entry's features (interleaving features count half), a boost while
         it is new, a bonus if it is the cheapest entry for some feature (AFL's "favored"), a penalty
         for long runs, and a decay with the number of times it was picked."""
-        total = 0.0
-        cum: list[float] = []
-        for i, e in enumerate(self.corpus):
+        self._cum = []
+        self._extend_weights()
+        self._refreshed_at = self.stats.executions
+
+    def _extend_weights(self) -> None:
+        """Weigh the entries past the end of the cumulative table (all of them after a reset)."""
+        hits = self.hits
+        cum = self._cum
+        total = cum[-1] if cum else 0.0
+        for i in range(len(cum), len(self.corpus)):
+            e = self.corpus[i]
             rarity = 0.0
             for f in e.features:
-                rarity += (0.5 if f[:3] in ("ia:", "ix:", "cx:") else 1.0) / self.hits[f]
+                rarity += (0.5 if f[:3] in ("ia:", "ix:", "cx:") else 1.0) / hits[f]
             fresh = FRESH if e.picks < 8 else 1.0
             favored = 2.0 if i in self._favored else 0.25
             cost = 1.0 / (1.0 + e.steps / 300.0)
             e.weight = (0.02 + rarity) * fresh * favored * cost / (1.0 + e.picks / 32.0)
             total += e.weight
             cum.append(total)
-        self._cum = cum
         self._weights_dirty = False
 
     def _pick(self) -> int:
-        if self._weights_dirty or self.stats.executions % 64 == 0:
+        # a full re-weighing costs a pass over every feature of every entry: at most once per
+        # REWEIGH_EVERY runs; entries added in between are weighed on their own when they arrive
+        if not self._cum or self.stats.executions - self._refreshed_at >= REWEIGH_EVERY:
             self._refresh_weights()
+        elif self._weights_dirty:
+            self._extend_weights()
         x = self.rng.random() * self._cum[-1]
         lo, hi = 0, len(self._cum) - 1
         while lo < hi:
@@ -639,7 +669,13 @@ class Engine:
     def step(self) -> list[FoundBug]:
         """One iteration: propose, evaluate, feed back."""
         cand = self.propose()
-        out = evaluate(cand, oracle=self.oracle, families=self.families)
+        hits = self.hits
+        out = evaluate(
+            cand,
+            oracle=self.oracle,
+            families=self.families,
+            novel=lambda coverage: any(f not in hits for f in coverage),
+        )
         return self.feedback(cand, out)
 
     def run(

@@ -11,10 +11,16 @@ over the parts of a program, in passes repeated until none changes anything:
    over the zero decisions (delete them, which moves later preemptions earlier), then smaller
    values for what is left; the schedule is first *normalized*: each decision is replaced by the
    index it actually selected (``d % len(options)``), so values are small and the trailing zeros go;
-4. **actors** and **files** no longer needed;
+   Then the same ddmin *by name*: each non-default decision is replayed as "choose the task or
+   action that was chosen here" (:class:`_NamedChooser`), so removing one background action no
+   longer shifts what every later index picks;
+4. **actors** and **files** no longer needed (an actor removed with the schedule kept by name, if
+   the numbers no longer reproduce);
 5. **arguments**: offsets, lengths and sizes toward 0, small values and block/folio-aligned values;
    data seeds toward 0; fallocate modes toward the first mode;
-6. **config** toward the defaults (each field alone), a smaller device.
+6. **config** toward the defaults (each field alone; the schedule kept by name if the numbers no
+   longer reproduce: switching the journal off removes its thread and actions from every option
+   list), a smaller device.
 
 Removing a syscall shifts every later scheduling decision, so a structural candidate is tried with
 its schedule *translated*: the decisions taken while the removed syscall (or thread) ran are
@@ -27,9 +33,10 @@ the limit is hit the best program so far is returned).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fuzz.program import FALLOCATE_MODES, DataSpec, Program, Syscall
@@ -40,6 +47,8 @@ from simkernel.kernel.sched import Action, Task
 __all__ = ["Minimizer", "minimize", "normalize_schedule"]
 
 Predicate = Callable[[Program], bool]
+
+_USER_TASK = re.compile(r"T\d+")
 
 
 class _Timeout(Exception):
@@ -85,6 +94,8 @@ class _RunLog:
 
     normalized: tuple[int, ...]
     owner: list[tuple[int, int] | None]
+    #: who each decision chose (task name or action label)
+    names: list[str] = field(default_factory=list)
 
 
 def _trim(schedule: Sequence[int]) -> tuple[int, ...]:
@@ -125,7 +136,81 @@ def _run_log(program: Program) -> _RunLog | None:
                     break
                 prev_ret = ret
         owner.append(found)
-    return _RunLog(_trim(log.decisions), owner)
+    return _RunLog(_trim(log.decisions), owner, list(log.owners))
+
+
+def _renumbered(name: str | None, removed: int) -> str | None:
+    """A task name after user thread ``removed`` is dropped from the program."""
+    if name is not None and name.startswith("T") and name[1:].isdigit():
+        k = int(name[1:])
+        if k == removed:
+            return None
+        if k > removed:
+            return f"T{k - 1}"
+    return name
+
+
+def _who(option: Any) -> str:
+    return option.name if isinstance(option, Task) else option.label if isinstance(option, Action) else ""
+
+
+class _NamedChooser:
+    """Replays a schedule given by *whom* each decision chose -- a task name or an action label,
+    None for the default option -- resolved against the options offered at each point, and records
+    the numeric schedule that took.
+
+    A numeric decision is an index into the options of its moment; dropping an actor, switching the
+    journal off or removing one background action changes the options later on, and every later
+    index then picks something else. Named, the remaining decisions keep choosing what they chose.
+    ``wait``: a name not offered at its position is kept pending until it is (the positions of the
+    decisions after a removed kernel thread's shift by the decisions it took)."""
+
+    def __init__(self, names: Sequence[str | None], *, wait: bool) -> None:
+        self.names = list(names)
+        self.wait = wait
+        self.pos = 0
+        self.pending: list[str] = []
+        self.decisions: list[int] = []
+
+    def choose_option(self, options: list[Any]) -> int:
+        name = self.names[self.pos] if self.pos < len(self.names) else None
+        self.pos += 1
+        if name is not None:
+            self.pending.append(name)
+        idx = 0
+        if self.pending:
+            want = self.pending[0]
+            for i, o in enumerate(options):
+                if _who(o) == want:
+                    idx = i
+                    self.pending.pop(0)
+                    break
+            else:
+                if not self.wait:
+                    self.pending.pop(0)
+        self.decisions.append(idx)
+        return idx
+
+    def next_decision(self) -> int | None:  # pragma: no cover - choose_option is used instead
+        return None
+
+
+def translate_named(program: Program, names: Sequence[str | None], *, wait: bool) -> Program | None:
+    """``program`` with the numeric schedule that the named decisions ``names`` take in it (None if
+    the simulator raised)."""
+    from fuzz.runner import execute
+
+    holder: list[_NamedChooser] = []
+
+    def factory(machine: Any) -> _NamedChooser:
+        holder.append(_NamedChooser(names, wait=wait))
+        return holder[0]
+
+    try:
+        execute(program, chooser_factory=factory, trace=False, read_back=False)
+    except Exception:
+        return None
+    return program.with_schedule(_trim(holder[0].decisions))
 
 
 def normalize_schedule(program: Program) -> Program:
@@ -187,6 +272,7 @@ class Minimizer:
         self.best: Program | None = None
         self.accepted: set[str] = set()
         self._log: _RunLog | None = None
+        self._translated: dict[tuple[str, tuple[str | None, ...], bool], Program | None] = {}
 
     # -- testing ----------------------------------------------------------------------------------
 
@@ -228,6 +314,33 @@ class Minimizer:
         if self._log is None:
             self._log = _run_log(self.best)
         return self._log
+
+    def named(self) -> list[str | None] | None:
+        """The best program's schedule by name: who each non-default decision chose."""
+        log = self.log()
+        if log is None:
+            return None
+        norm = log.normalized
+        return [n if i < len(norm) and norm[i] else None for i, n in enumerate(log.names)]
+
+    def accept_named(self, base: Program, names: Sequence[str | None]) -> bool:
+        """Accept ``base`` run with the named decisions ``names``: positional first, then with a
+        name not offered at its position waiting until it is."""
+        tried: set[str] = set()
+        for wait in (False, True):
+            if time.monotonic() > self.deadline:
+                raise _Timeout
+            key = (base.digest(), tuple(names), wait)
+            cand = self._translated.get(key)
+            if key not in self._translated:
+                cand = translate_named(base, names, wait=wait)
+                self._translated[key] = cand
+            if cand is None or cand.digest() in tried:
+                continue
+            tried.add(cand.digest())
+            if self.accept(cand):
+                return True
+        return False
 
     # -- building candidates ----------------------------------------------------------------------
 
@@ -350,7 +463,15 @@ class Minimizer:
         for t in range(len(self.best.threads) - 1, -1, -1):
             if len(self.best.threads) > 1 and t < len(self.best.threads) and not self.best.threads[t]:
                 threads = [list(th) for i, th in enumerate(self.best.threads) if i != t]
-                changed |= self._try_structure(threads, set(), {t})
+                if self._try_structure(threads, set(), {t}):
+                    changed = True
+                    continue
+                # by name: the threads after it are renumbered (T{k} becomes T{k-1})
+                names = self.named()
+                cand = self._build(self.best, threads, self.best.schedule)
+                if names is None or cand is None:
+                    continue
+                changed |= self.accept_named(cand, [_renumbered(n, t) for n in names])
         return changed
 
     def pass_schedule(self) -> bool:
@@ -398,12 +519,72 @@ class Minimizer:
                     break
         return changed
 
+    def pass_named_schedule(self) -> bool:
+        """ddmin over the non-default decisions *by name* (see :class:`_NamedChooser`): dropping a
+        background action or a preemption leaves the others choosing what they chose, where the
+        numeric pass above would shift every later index."""
+        assert self.best is not None
+        names = self.named()
+        if names is None:
+            return False
+        chosen = [i for i, n in enumerate(names) if n is not None]
+        if not chosen:
+            return False
+        base = self.best
+
+        def keep(kept: list[int]) -> bool:
+            ks = set(kept)
+            return self.accept_named(base, [n if i in ks else None for i, n in enumerate(names)])
+
+        def keep_deleting(kept: list[int]) -> bool:
+            # removed outright: the decisions after it move one scheduling point earlier (the point
+            # the removed one took is gone with it, as when the action's task never ran)
+            ks = set(kept)
+            return self.accept_named(base, [n for i, n in enumerate(names) if n is None or i in ks])
+
+        before = self.best.digest()
+        _ddmin(chosen, keep)
+        if self.best.digest() == before:
+            _ddmin(chosen, keep_deleting)
+        return self.best.digest() != before
+
+    def pass_direct_switches(self) -> bool:
+        """A decision that chose a background action or a thread that just exits, after which the
+        default option is another user thread, is a roundabout context switch: try choosing that
+        thread directly (the action, and then maybe its actor, can go)."""
+        assert self.best is not None
+        log = self.log()
+        names = self.named()
+        if log is None or names is None:
+            return False
+        changed = False
+        for i, name in enumerate(names):
+            if name is None or i + 1 >= len(log.names) or _USER_TASK.fullmatch(name):
+                continue
+            nxt = log.names[i + 1]
+            if not _USER_TASK.fullmatch(nxt):
+                continue
+            cand = list(names)
+            cand[i] = nxt
+            if self.accept_named(self.best, cand):
+                changed = True
+                break  # the log changed: the next round of passes goes on from the new best
+        return changed
+
+    def _accept_either(self, cand: Program) -> bool:
+        """``cand`` (the best with a structural change that keeps the syscalls) with the best's
+        schedule as numbers, else as names."""
+        if self.accept(cand):
+            return True
+        names = self.named()
+        return names is not None and self.accept_named(cand, names)
+
     def pass_actors(self) -> bool:
         assert self.best is not None
         changed = False
         for actor in list(self.best.actors):
             cand = replace(self.best, actors=tuple(a for a in self.best.actors if a != actor))
-            changed |= self.accept(cand)
+            changed |= self._accept_either(cand)
         return changed
 
     def pass_files(self) -> bool:
@@ -520,7 +701,7 @@ class Minimizer:
                     cand = self.best.with_config(**{name: want})
                 except BlkfuzzError:
                     continue
-                changed |= self.accept(cand)
+                changed |= self._accept_either(cand)
         # a smaller device: the default, then halving toward the smallest valid
         dev = self.best.config.device_blocks
         for v in (default.device_blocks, dev // 2, dev * 3 // 4):
@@ -544,6 +725,8 @@ class Minimizer:
             self.pass_syscalls,
             self.pass_empty_threads,
             self.pass_schedule,
+            self.pass_named_schedule,
+            self.pass_direct_switches,
             self.pass_actors,
             self.pass_files,
             self.pass_args,

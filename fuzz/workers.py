@@ -120,6 +120,17 @@ def reproduces(program: Program, signature: str) -> bool:
         return False
 
 
+#: the model coverage this process's runs showed: a worker's own view of what is new, for the
+#: crash-check budget (``fuzz.engine.FUZZ_CRASH_STATES_SEEN``); it holds at most what the hub has
+#: seen, so a worker checks in full at least every run that is new to the hub
+_SEEN: set[str] = set()
+_INTERLEAVING = ("cx:", "ia:", "ix:")
+
+
+def _novel(coverage: frozenset[str]) -> bool:
+    return not coverage <= _SEEN
+
+
 def run_task(task: Task) -> TaskResult:
     """Run one task (in a worker process or on a Dask worker)."""
     t0 = time.perf_counter()
@@ -141,7 +152,8 @@ def run_task(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     reproduced: list[dict[str, bool]] = []
     for cand in task.candidates:
-        out = evaluate(cand, oracle=task.oracle)
+        out = evaluate(cand, oracle=task.oracle, novel=_novel)
+        _SEEN.update(f for f in out.features if f[:3] not in _INTERLEAVING)
         outcomes.append(out)
         rep: dict[str, bool] = {}
         for f in out.findings:

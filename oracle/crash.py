@@ -263,12 +263,24 @@ def lost_ranges(
 # crash points and states
 
 
-@dataclass(frozen=True)
 class _Point:
-    upto: int
-    step: int
-    label: str
-    state: CrashState
+    """A crash point; its durable/volatile/in-flight split is computed when first asked for (a
+    small check budget needs it for only a few of the points)."""
+
+    __slots__ = ("_entries", "_state", "label", "step", "upto")
+
+    def __init__(self, upto: int, step: int, label: str, entries: Sequence[Any]) -> None:
+        self.upto = upto
+        self.step = step
+        self.label = label
+        self._entries = entries
+        self._state: CrashState | None = None
+
+    @property
+    def state(self) -> CrashState:
+        if self._state is None:
+            self._state = durable_prefix(self._entries, self.upto)
+        return self._state
 
 
 @dataclass(frozen=True)
@@ -337,9 +349,14 @@ def _preflush_closure(
 
 
 def _plan_states(
-    points: list[_Point], entries: Sequence[Any], rng: random.Random, max_states: int
+    points: list[_Point],
+    entries: Sequence[Any],
+    rng: random.Random,
+    max_states: int,
+    budget: int | None = None,
 ) -> list[_StateSpec]:
-    """none/all of every point first, then random subsets and torn writes, round robin."""
+    """none/all of every point first, then random subsets and torn writes, round robin; ``budget``:
+    stop after the plan's first that many states (the same ones the whole plan starts with)."""
     if len(points) > max_states:  # keep evenly spaced points (the end of the log always)
         step = len(points) / max_states
         points = [points[int(i * step)] for i in range(max_states - 1)] + [points[-1]]
@@ -351,6 +368,10 @@ def _plan_states(
             seen.add((spec.point.upto, spec.key))
             specs.append(spec)
 
+    # "none" states at distinct points are never duplicates: within budget they are the plan's
+    # first states, and no other point's split need be computed
+    if budget is not None and budget <= len(points):
+        return [_StateSpec(p, (), (), "none of the volatile/in-flight writes") for p in points[:budget]]
     opts = {p.upto: p.state.volatile + p.state.in_flight for p in points}
     for p in points:
         add(_StateSpec(p, (), (), "none of the volatile/in-flight writes"))
@@ -1153,8 +1174,8 @@ def crash_report(
     points: list[_Point] = []
     for upto, label in _crash_points(entries, start_mark, rng):
         step = entries[upto].submit_step if upto < len(entries) else _END
-        points.append(_Point(upto, step, label, durable_prefix(entries, upto)))
-    specs = _plan_states(points, entries, rng, max_states)
+        points.append(_Point(upto, step, label, entries))
+    specs = _plan_states(points, entries, rng, max_states, check_states)
     if check_states is not None:
         # the first states of the full plan: what a smaller budget finds, the full one finds too
         specs = specs[:check_states]

@@ -34,7 +34,7 @@ from oracle.image import Ext4Image
 from oracle.jbd2_recovery import recover
 from oracle.linearize import check_final
 from oracle.reference import brute_force_finals
-from oracle.replay import SECTOR_SIZE, durable_prefix, replay
+from oracle.replay import SECTOR_SIZE, replay
 from tests.test_linearize import histories
 
 needs_e2fsprogs = pytest.mark.skipif(not have_e2fsprogs(), reason="e2fsprogs not installed")
@@ -280,7 +280,7 @@ def _specs(ex: Execution, seed: int, n: int) -> list[Any]:
     entries = list(ex.iolog.entries)
     rng = random.Random(seed)
     marks = _crash_points(entries, ex.start_mark, rng)
-    points = [_Point(u, 0, lbl, durable_prefix(entries, u)) for u, lbl in marks]
+    points = [_Point(u, 0, lbl, entries) for u, lbl in marks]
     return sorted(_plan_states(points, entries, rng, n), key=lambda s: s.point.upto)
 
 
