@@ -60,6 +60,34 @@ def reported_losses(ex: Execution) -> set[int]:
     return out
 
 
+#: fallocate modes that drop the page cache of their range before they can fail
+_DROPPING_MODES = ("punch_hole", "zero_range", "zero_range_keep_size", "collapse_range", "insert_range")
+
+
+def failed_range_ops(ex: Execution, folio_size: int) -> dict[str, list[tuple[int, int]]]:
+    """File ranges whose bytes a punch, zero range or truncate that failed with -EIO leaves
+    unknown: ext4_punch_hole() and ext4_zero_range() write back, then drop the page cache of the
+    range (truncate_pagecache_range(), whole folios; a punch past EOF is widened to the end of the
+    EOF page) before the partial blocks are zeroed, and that zeroing reads the edge blocks; when
+    the read fails the syscall returns -EIO with the blocks still mapped, so a store or write that
+    reached the dropped folios after the writeback is gone and the range shows what the disk held.
+    What Linux does; an outside checker sees the -EIO and accepts any value there."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for op in ex.history.ops:
+        if op.file is None or op.result != -_EIO:
+            continue
+        if op.op == "fallocate" and op.args.get("mode") in _DROPPING_MODES:
+            lo, hi = op.arg("off"), op.arg("off") + op.arg("len")
+        elif op.op == "truncate":
+            lo, hi = op.arg("size"), _WHOLE_FILE
+        else:
+            continue
+        lo -= lo % folio_size
+        hi = min(_WHOLE_FILE, -(-hi // folio_size) * folio_size)
+        out.setdefault(op.file, []).append((lo, hi))
+    return out
+
+
 def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | None = None) -> list[Finding]:
     """The oracle's checks, from what an outside checker sees (history, IO log, image bytes):
 
@@ -119,6 +147,11 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
             for fi in Ext4Image(ex.image).files():
                 if fi.ino in losses:
                     lost[fi.name] = [(0, _WHOLE_FILE)]
+    # sizes of files that lost a data write are not judged; a failed punch changes no size
+    any_size = tuple(lost)
+    if ex.image is not None and not out:
+        for name, ranges in failed_range_ops(ex, ex.config.folio_size).items():
+            lost.setdefault(name, []).extend(ranges)
     granule, block = ex.config.folio_size, ex.config.block_size
     # a write is atomic against reads and stores per folio -- per block on the iomap path, whose
     # mappings may end inside a folio (see oracle.linearize.check_final)
@@ -141,7 +174,7 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
             ex.history,
             ex.files,
             unknown=lost,
-            any_size=tuple(lost),
+            any_size=any_size,
             granule=granule,
             block_size=block,
             write_granule=wgran,

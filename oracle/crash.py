@@ -360,11 +360,12 @@ def _plan_states(
     if len(points) > max_states:  # keep evenly spaced points (the end of the log always)
         step = len(points) / max_states
         points = [points[int(i * step)] for i in range(max_states - 1)] + [points[-1]]
+    limit = max_states if budget is None else min(max_states, budget)
     specs: list[_StateSpec] = []
     seen: set[tuple[Any, ...]] = set()
 
     def add(spec: _StateSpec) -> None:
-        if len(specs) < max_states and (spec.point.upto, spec.key) not in seen:
+        if len(specs) < limit and (spec.point.upto, spec.key) not in seen:
             seen.add((spec.point.upto, spec.key))
             specs.append(spec)
 
@@ -379,7 +380,7 @@ def _plan_states(
         if opts[p.upto]:
             add(_StateSpec(p, tuple(sorted(opts[p.upto])), (), "all of the volatile/in-flight writes"))
     rounds = 0
-    while len(specs) < max_states and rounds < 64:
+    while len(specs) < limit and rounds < 64:
         rounds += 1
         grew = False
         for p in points:
@@ -399,7 +400,7 @@ def _plan_states(
             before = len(specs)
             add(_StateSpec(p, chosen, torn, label))
             grew = grew or len(specs) > before
-            if len(specs) >= max_states:
+            if len(specs) >= limit:
                 break
         if not grew and rounds > 8:
             break

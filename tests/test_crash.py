@@ -190,6 +190,23 @@ def test_a_smaller_check_budget_finds_a_subset(reuse: Execution) -> None:
     assert some.findings, "the first 40 states include the no-crash/all-writes states of each point"
 
 
+@pytest.mark.parametrize("budget", [1, 6, 40, 120])
+def test_a_budgeted_plan_is_the_prefix_of_the_full_plan(reuse: Execution, budget: int) -> None:
+    """A small budget plans only its states (the points' durable splits are computed lazily), and
+    they are exactly the full plan's first ``budget`` states."""
+    entries = list(reuse.iolog.entries)
+
+    def plan(b: int | None) -> list[tuple[int, Any]]:
+        rng = random.Random(9)
+        marks = _crash_points(entries, reuse.start_mark, rng)
+        points = [_Point(u, 0, lbl, entries) for u, lbl in marks]
+        return [(s.point.upto, s.key) for s in _plan_states(points, entries, rng, 200, b)]
+
+    full = plan(None)
+    assert len(full) > 6
+    assert plan(budget) == full[:budget]
+
+
 def test_in_flight_preflush_commit_lands_only_with_its_log(reuse: Execution) -> None:
     """A PREFLUSH commit block that is still in flight at the crash may have reached the media --
     but then its flush part completed first, so the log blocks it follows are there too."""
