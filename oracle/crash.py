@@ -90,6 +90,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import random
+import re
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -165,12 +166,14 @@ def _describe(e: Any) -> str:
 
 
 def _lost_sectors(entries: Sequence[Any], nsectors: int, cutoff: int | None) -> np.ndarray:
-    """Sectors some write that failed (completed with ``status < 0`` before ``cutoff``) covered.
+    """Sectors some write that failed (completed with ``status < 0`` before ``cutoff``) covered,
+    and those of the data writes to the same inode that were in flight with it (its ioend's).
 
     Not only the sectors whose *last* write failed: after a writeback error the page may be evicted
     and read back from the disk, stale, and a later successful writeback then persists the stale
     bytes -- the loss outlives the failed write."""
     lost = np.zeros(0, dtype=bool)
+    failed: list[Any] = []
     for e in entries:
         if e.kind != "write" or e.status == 0 or e.complete_seq is None:
             continue
@@ -179,7 +182,28 @@ def _lost_sectors(entries: Sequence[Any], nsectors: int, cutoff: int | None) -> 
         if not lost.size:
             lost = np.zeros(nsectors, dtype=bool)
         lost[max(0, e.sector) : min(nsectors, e.sector + e.nsectors)] = True
+        failed.append(e)
+    # the writes of one ioend are converted together or not at all (see _lost_file_ranges): a
+    # data write of the same inode in flight with a failed one may be in its ioend, and its
+    # blocks may read back as zeros -- and, evicted and read back so, be written again as zeros
+    for e in failed:
+        ino = _DATA_INO.match(e.tag)
+        if ino is None:
+            continue
+        for f in entries:
+            if f.kind != "write" or f.complete_seq is None or f is e:
+                continue
+            if cutoff is not None and f.complete_seq >= cutoff:
+                continue
+            fi = _DATA_INO.match(f.tag)
+            if fi is None or fi.group(1) != ino.group(1):
+                continue
+            if f.submit_seq <= e.complete_seq and e.submit_seq <= f.complete_seq:
+                lost[max(0, f.sector) : min(nsectors, f.sector + f.nsectors)] = True
     return lost
+
+
+_DATA_INO = re.compile(r"data ino=(\d+) ")
 
 
 def _lost_file_ranges(

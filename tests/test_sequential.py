@@ -76,3 +76,32 @@ def test_sequential_programs_match_the_bytearray_model(program: Program) -> None
         assert clean, lines
         for name, data in ex.files.items():
             assert debugfs_cat(image, name) == data
+
+
+def test_a_store_past_the_eof_page_of_a_large_folio_faults() -> None:
+    """Linux maps a large folio page by page and never a page at or past EOF: a store there gets
+    SIGBUS (mwrite returns -EFAULT) even though the folio holding EOF is in the page cache; a
+    store to the EOF page itself lands (past EOF, so it is not file data)."""
+    from fuzz.program import load_program
+
+    def run(off: int) -> tuple[int | None, int]:
+        prog = load_program(
+            {
+                "format": "blkfuzz-program/1",
+                "config": {"block_size": 4096, "folio_blocks": 8, "journal": False},
+                "files": ["a"],
+                "threads": [
+                    [
+                        {"op": "pwrite", "file": "a", "off": 0, "len": 100, "data": {"seed": 1}},
+                        {"op": "mwrite", "file": "a", "off": off, "len": 4, "data": {"seed": 2}},
+                    ]
+                ],
+            }
+        )
+        ex = execute(prog)
+        mwrite = ex.history.ops[1]
+        return mwrite.result, len(ex.files["a"])
+
+    assert run(50) == (0, 100)
+    assert run(4000) == (0, 100)  # the EOF page: lands past EOF, never becomes file data
+    assert run(4096) == (-14, 100)  # the next page of the same 32 KiB folio: SIGBUS

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from simkernel.fs.vfs import AS_EIO, AS_ENOSPC, EIO, ENOSPC, AddressSpace, File, Inode
 from simkernel.kernel.sched import KGen
 from simkernel.locking.rwsem import Locking
-from simkernel.mm.folio import Folio
+from simkernel.mm.folio import HW_PAGE_SIZE, Folio
 
 if TYPE_CHECKING:
     from simkernel.mm.memory import VmFault
@@ -244,7 +244,11 @@ class Filemap(Locking):
         inode = mapping.host
         index = vmf.pgoff
         ps = self.page_size
-        if index >= -(-inode.i_size // ps):
+        # the faulting hardware page must lie below EOF (max_idx = DIV_ROUND_UP(i_size, PAGE_SIZE);
+        # a large folio's pages past EOF are never mapped)
+        hw = min(HW_PAGE_SIZE, ps)
+        page_pos = index * ps + vmf.poff - vmf.poff % hw
+        if page_pos >= -(-inode.i_size // hw) * hw:
             return VM_FAULT_SIGBUS, None
         mapping_locked = False
         try:
@@ -271,7 +275,7 @@ class Filemap(Locking):
                         return VM_FAULT_SIGBUS, None
                     continue
                 # the file may have been truncated while we were reading
-                if index >= -(-inode.i_size // ps):
+                if page_pos >= -(-inode.i_size // hw) * hw:
                     self.folio_unlock(folio)
                     return VM_FAULT_SIGBUS, None
                 return VM_FAULT_LOCKED, folio
@@ -294,6 +298,7 @@ class Filemap(Locking):
         """Remove the folio's PTE (zap_pte_range); a dirty PTE dirties the folio first."""
         folio.mapcount = 0
         folio.pte_writable = False
+        folio.pte_end = 0
 
     def truncate_inode_folio(self, mapping: AddressSpace, folio: Folio) -> None:
         """truncate_inode_folio(): remove a locked folio from the cache, dropping its data."""

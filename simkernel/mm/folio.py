@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from simkernel.fs.vfs import AddressSpace
 
 
+#: the hardware page size (x86-64): a folio larger than this is mapped page by page
+HW_PAGE_SIZE = 4096
+
+
 class Folio:
     """One folio. ``data`` is its memory; ``mapping`` is None once it left the page cache."""
 
@@ -29,6 +33,7 @@ class Folio:
         "mapping",
         "owner",
         "private",
+        "pte_end",
         "pte_writable",
         "tagged",
         "uptodate",
@@ -56,6 +61,9 @@ class Folio:
         self.mapcount = 0
         #: the PTE allows writes without a fault (cleared by folio_mkclean at writeback)
         self.pte_writable = False
+        #: bytes of the folio its PTEs map: the pages below EOF when it was faulted in (a large
+        #: folio is mapped page by page, and a page at or past EOF never is: SIGBUS)
+        self.pte_end = 0
         self.lock_wq = WaitQueue(f"folio_lock#{mapping.host.i_ino}:{index}", self)
         self.wb_wq = WaitQueue(f"folio_writeback#{mapping.host.i_ino}:{index}", None)
 

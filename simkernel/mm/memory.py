@@ -22,7 +22,7 @@ from simkernel.mm.filemap import (
     VM_FAULT_NOPAGE,
     VM_FAULT_RETRY,
 )
-from simkernel.mm.folio import Folio
+from simkernel.mm.folio import HW_PAGE_SIZE, Folio
 from simkernel.mm.page_writeback import PageWriteback
 
 VM_FAULT_SIGSEGV = 0x40
@@ -58,6 +58,8 @@ class VmFault:
     pgoff: int
     write: bool
     folio: Folio | None = None
+    #: the faulting byte's offset in the folio (the hardware page within a large folio)
+    poff: int = 0
 
 
 class Memory(PageWriteback):
@@ -67,14 +69,14 @@ class Memory(PageWriteback):
 
     # -- faults (mm/memory.c) ------------------------------------------------------------------------
 
-    def handle_mm_fault(self, vma: VmArea, pgoff: int, write: bool) -> KGen:
+    def handle_mm_fault(self, vma: VmArea, pgoff: int, write: bool, poff: int = 0) -> KGen:
         """handle_mm_fault(): called with mmap_lock held for read; returns a vm_fault_t."""
         if pgoff * self.page_size >= vma.length:
             return VM_FAULT_SIGSEGV
-        vmf = VmFault(vma, pgoff, write)
+        vmf = VmFault(vma, pgoff, write, poff=poff)
         mapping = vma.vm_file.f_mapping
         folio = mapping.i_pages.get(pgoff)
-        if folio is not None and folio.mapcount:
+        if folio is not None and folio.mapcount and poff < folio.pte_end:
             if write and not folio.pte_writable:
                 return (yield from self.do_wp_page(vmf, folio))
             return 0
@@ -133,9 +135,13 @@ class Memory(PageWriteback):
         return (yield from self.fault_dirty_shared_page(vmf, folio))
 
     def finish_fault(self, vmf: VmFault, folio: Folio, writable: bool) -> None:
-        """finish_fault() -> set_pte_range(): install the PTE."""
+        """finish_fault() -> set_pte_range(): install the PTEs of the folio's pages below EOF
+        (filemap_map_pages() and finish_fault() never map a page at or past it)."""
         folio.mapcount = 1
         folio.pte_writable = writable
+        hw = min(HW_PAGE_SIZE, folio.size)
+        below = vmf.vma.vm_file.f_inode.i_size - folio.pos
+        folio.pte_end = max(0, min(folio.size, -(-below // hw) * hw))
 
     def fault_dirty_shared_page(self, vmf: VmFault, folio: Folio) -> KGen:
         """fault_dirty_shared_page(): dirty the folio, unlock it, throttle the dirtier."""
@@ -146,13 +152,13 @@ class Memory(PageWriteback):
 
     # -- user accesses to mapped memory --------------------------------------------------------------
 
-    def user_fault(self, vma: VmArea, pgoff: int, write: bool) -> KGen:
+    def user_fault(self, vma: VmArea, pgoff: int, write: bool, poff: int = 0) -> KGen:
         """The arch fault handler: lock_mm_and_find_vma() + handle_mm_fault()."""
         yield from self.down_read(self.mm.mmap_lock)
         try:
             if self.mm.vmas.get(vma.vm_file.f_inode.i_ino) is not vma:
                 return VM_FAULT_SIGSEGV
-            return (yield from self.handle_mm_fault(vma, pgoff, write))
+            return (yield from self.handle_mm_fault(vma, pgoff, write, poff))
         finally:
             self.up_read(self.mm.mmap_lock)
 
@@ -165,22 +171,24 @@ class Memory(PageWriteback):
         faults and retries the instruction.
         """
         ps = self.page_size
+        # a store is atomic per hardware page: a large folio is several of them
+        hw = min(HW_PAGE_SIZE, ps)
         done = 0
         while done < len(data):
             pos = off + done
             pgoff, poff = divmod(pos, ps)
-            n = min(len(data) - done, ps - poff)
+            n = min(len(data) - done, hw - poff % hw)
             mapping = vma.vm_file.f_mapping
             while True:
                 if self.mm.vmas.get(vma.vm_file.f_inode.i_ino) is not vma:
                     return -EFAULT
                 folio = mapping.i_pages.get(pgoff)
-                if folio is not None and folio.mapcount and folio.pte_writable:
+                if folio is not None and folio.mapcount and folio.pte_writable and poff < folio.pte_end:
                     folio.data[poff : poff + n] = data[done : done + n]
                     if stores is not None:
                         stores.append((self.sched.step_no, pos, bytes(data[done : done + n])))
                     break
-                ret = yield from self.user_fault(vma, pgoff, True)
+                ret = yield from self.user_fault(vma, pgoff, True, poff)
                 if ret & (VM_FAULT_ERROR | VM_FAULT_SIGSEGV):
                     return -EFAULT
                 if ret & (VM_FAULT_NOPAGE | VM_FAULT_RETRY):
