@@ -519,6 +519,16 @@ def _split_writes(
     out: list[_Ev] = []
     for e in evs:
         op = e.op
+        if e.kind == _G and op.op == "fallocate" and not e.piece:
+            # a growing fallocate raises i_size chunk by chunk (ext4_alloc_file_blocks(): epos
+            # after each allocation), so a read during it may see a size in between: a partial
+            # growth piece before the whole one
+            end = op.ret if op.ret is not None else _BIG
+            if any(idx != op.index and lo <= end and op.invoke <= hi for idx, lo, hi, _a, _b in windows):
+                part = _Ev(_PG, op)
+                part.grow = e.grow
+                part.piece = True
+                out.append(part)
         if e.kind not in (_W, _Z, _ZG) or e.b >= INF or (e.kind == _W and e.data is None):
             out.append(e)
             continue
@@ -529,7 +539,10 @@ def _split_writes(
             if idx != op.index and lo <= end and op.invoke <= hi and a < e.b and e.a < b:
                 cuts.update(range(max(a, e.a) // g * g, min(b, e.b) + g, g))
         bounds = [e.a, *sorted(c for c in cuts if e.a < c < e.b), e.b]
-        if len(bounds) == 2:
+        concurrent = e.kind == _ZG and any(
+            idx != op.index and lo <= end and op.invoke <= hi for idx, lo, hi, _a, _b in windows
+        )
+        if len(bounds) == 2 and not concurrent:
             out.append(e)
             continue
         for a, b in pairwise(bounds):
@@ -540,7 +553,12 @@ def _split_writes(
                 piece.grow = b
             piece.piece = True
             out.append(piece)
-        if e.kind == _ZG:  # the size change of a zero range, as its own piece
+        if e.kind == _ZG:  # the size change of a zero range, as its own piece (and, see above,
+            # the partial growth a concurrent read may see)
+            part = _Ev(_PG, op)
+            part.grow = e.grow
+            part.piece = True
+            out.append(part)
             grow = _Ev(_G, op)
             grow.grow = e.grow
             grow.piece = True
