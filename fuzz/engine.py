@@ -267,7 +267,7 @@ def evaluate(
         findings = [report_finding(r) for r in ex.reports]
         if oracle and not ex.stopped:
             states = crash_states
-            if novel is not None and not novel(frozenset(ex.coverage)):
+            if novel is not None and not novel(ex.coverage):
                 states = FUZZ_CRASH_STATES_SEEN if states is None else min(states, FUZZ_CRASH_STATES_SEEN)
             findings.extend(oracle_findings(ex, crash_states=states))
         if candidate.plan is not None:

@@ -78,9 +78,7 @@ class _LogChooser:
         pick = options[idx]
         self.decisions.append(idx)
         self.steps.append(self.machine.sched.step_no + 1)
-        self.owners.append(
-            pick.name if isinstance(pick, Task) else pick.label if isinstance(pick, Action) else ""
-        )
+        self.owners.append(_who(pick))
         return idx
 
     def next_decision(self) -> int | None:  # pragma: no cover - choose_option is used instead
@@ -141,7 +139,7 @@ def _run_log(program: Program) -> _RunLog | None:
 
 def _renumbered(name: str | None, removed: int) -> str | None:
     """A task name after user thread ``removed`` is dropped from the program."""
-    if name is not None and name.startswith("T") and name[1:].isdigit():
+    if name is not None and _USER_TASK.fullmatch(name):
         k = int(name[1:])
         if k == removed:
             return None
@@ -331,10 +329,9 @@ class Minimizer:
             if time.monotonic() > self.deadline:
                 raise _Timeout
             key = (base.digest(), tuple(names), wait)
-            cand = self._translated.get(key)
             if key not in self._translated:
-                cand = translate_named(base, names, wait=wait)
-                self._translated[key] = cand
+                self._translated[key] = translate_named(base, names, wait=wait)
+            cand = self._translated[key]
             if cand is None or cand.digest() in tried:
                 continue
             tried.add(cand.digest())

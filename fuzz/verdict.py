@@ -126,6 +126,7 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
         e.kind == "mark" and e.tag.startswith("read error ") for e in ex.iolog.entries
     )
     lost: dict[str, list[tuple[int, int]]] = {}
+    problems: list[Any] = []
     if ex.image is not None:
         problems = fsck(ex.image)
         for pr in problems[:1]:  # the first inconsistency names the class; the rest are evidence
@@ -149,7 +150,7 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
                     lost[fi.name] = [(0, _WHOLE_FILE)]
     # sizes of files that lost a data write are not judged; a failed punch changes no size
     any_size = tuple(lost)
-    if ex.image is not None and not out:
+    if ex.image is not None and not problems:
         for name, ranges in failed_range_ops(ex, ex.config.folio_size).items():
             lost.setdefault(name, []).extend(ranges)
     granule, block = ex.config.folio_size, ex.config.block_size

@@ -124,11 +124,12 @@ def reproduces(program: Program, signature: str) -> bool:
 #: crash-check budget (``fuzz.engine.FUZZ_CRASH_STATES_SEEN``); it holds at most what the hub has
 #: seen, so a worker checks in full at least every run that is new to the hub
 _SEEN: set[str] = set()
-_INTERLEAVING = ("cx:", "ia:", "ix:")
 
 
 def _novel(coverage: frozenset[str]) -> bool:
-    return not coverage <= _SEEN
+    new = not coverage <= _SEEN
+    _SEEN.update(coverage)
+    return new
 
 
 def run_task(task: Task) -> TaskResult:
@@ -153,7 +154,6 @@ def run_task(task: Task) -> TaskResult:
     reproduced: list[dict[str, bool]] = []
     for cand in task.candidates:
         out = evaluate(cand, oracle=task.oracle, novel=_novel)
-        _SEEN.update(f for f in out.features if f[:3] not in _INTERLEAVING)
         outcomes.append(out)
         rep: dict[str, bool] = {}
         for f in out.findings:

@@ -516,32 +516,34 @@ def _split_writes(
             windows.append((op.index, st.step, st.step, st.off, st.off + len(st.data)))
     if not windows:
         return evs
+
+    def partial_growth(op: HistoryOp, grow: int) -> _Ev:
+        # a growing fallocate raises i_size chunk by chunk (ext4_alloc_file_blocks(): epos after
+        # each allocation), so a read or store during it may see a size in between
+        part = _Ev(_PG, op)
+        part.grow = grow
+        part.piece = True
+        return part
+
     out: list[_Ev] = []
     for e in evs:
         op = e.op
-        if e.kind == _G and op.op == "fallocate" and not e.piece:
-            # a growing fallocate raises i_size chunk by chunk (ext4_alloc_file_blocks(): epos
-            # after each allocation), so a read during it may see a size in between: a partial
-            # growth piece before the whole one
-            end = op.ret if op.ret is not None else _BIG
-            if any(idx != op.index and lo <= end and op.invoke <= hi for idx, lo, hi, _a, _b in windows):
-                part = _Ev(_PG, op)
-                part.grow = e.grow
-                part.piece = True
-                out.append(part)
+        end = op.ret if op.ret is not None else _BIG
+        growing = e.kind == _ZG or (e.kind == _G and op.op == "fallocate" and not e.piece)
+        concurrent = growing and any(
+            idx != op.index and lo <= end and op.invoke <= hi for idx, lo, hi, _a, _b in windows
+        )
+        if e.kind == _G and concurrent:
+            out.append(partial_growth(op, e.grow))
         if e.kind not in (_W, _Z, _ZG) or e.b >= INF or (e.kind == _W and e.data is None):
             out.append(e)
             continue
         g = granule if e.kind == _W else zero_granule or granule
-        end = op.ret if op.ret is not None else _BIG
         cuts: set[int] = set()
         for idx, lo, hi, a, b in windows:
             if idx != op.index and lo <= end and op.invoke <= hi and a < e.b and e.a < b:
                 cuts.update(range(max(a, e.a) // g * g, min(b, e.b) + g, g))
         bounds = [e.a, *sorted(c for c in cuts if e.a < c < e.b), e.b]
-        concurrent = e.kind == _ZG and any(
-            idx != op.index and lo <= end and op.invoke <= hi for idx, lo, hi, _a, _b in windows
-        )
         if len(bounds) == 2 and not concurrent:
             out.append(e)
             continue
@@ -553,12 +555,8 @@ def _split_writes(
                 piece.grow = b
             piece.piece = True
             out.append(piece)
-        if e.kind == _ZG:  # the size change of a zero range, as its own piece (and, see above,
-            # the partial growth a concurrent read may see)
-            part = _Ev(_PG, op)
-            part.grow = e.grow
-            part.piece = True
-            out.append(part)
+        if e.kind == _ZG:  # the size change of a zero range, as its own pieces
+            out.append(partial_growth(op, e.grow))
             grow = _Ev(_G, op)
             grow.grow = e.grow
             grow.piece = True

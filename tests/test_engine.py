@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from fuzz.engine import Candidate, Engine, evaluate
 from fuzz.generate import Generator
 from fuzz.mutate import Mutator, Plan, perturb_plan, random_plan
@@ -127,30 +131,36 @@ def test_finds_the_ext4_inline_v2_lock_inversion_from_scratch() -> None:
     assert sig in judge(bug.minimized).signatures()
 
 
-def test_runs_without_new_model_coverage_get_a_crash_spot_check() -> None:
-    """While fuzzing, a journalled run whose model coverage is not new checks only the first
-    states of the crash plan: what it reports, the full check reports too; the run, its features
-    and its other findings do not change."""
+def test_runs_without_new_model_coverage_get_a_crash_spot_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While fuzzing, a run whose model coverage is not new checks only the first states of the
+    crash plan (what it reports, the full check reports too); the run and its features do not
+    change, and the novelty callback sees the model coverage only, not the interleaving features."""
     from pathlib import Path
 
-    from fuzz.engine import FUZZ_CRASH_STATES_SEEN
+    import fuzz.verdict
+    from fuzz.engine import FUZZ_CRASH_STATES, FUZZ_CRASH_STATES_SEEN
     from fuzz.program import load_program_file
-    from oracle.crash import crash_report
 
     corpus = Path(__file__).resolve().parents[1] / "corpus"
     prog = load_program_file(corpus / "inline-destroy-early-fdatasync.json")
     assert prog.config.journal
-    calls: list[frozenset[str]] = []
+    budgets: list[int | None] = []
+    real = fuzz.verdict.oracle_findings
+
+    def spy(ex: Any, **kw: Any) -> Any:
+        budgets.append(kw.get("crash_states"))
+        return real(ex, **kw)
+
+    monkeypatch.setattr(fuzz.verdict, "oracle_findings", spy)
+    shown: list[frozenset[str]] = []
 
     def old(coverage: frozenset[str]) -> bool:
-        calls.append(coverage)
+        shown.append(coverage)
         return False
 
     spot = evaluate(Candidate(prog), novel=old)
     full = evaluate(Candidate(prog), novel=lambda coverage: True)
-    assert calls and all(not f.startswith(("cx:", "ia:", "ix:")) for f in calls[0])
+    assert budgets == [FUZZ_CRASH_STATES_SEEN, FUZZ_CRASH_STATES]
+    assert shown and not any(f.startswith(("cx:", "ia:", "ix:")) for f in shown[0])
     assert spot.features == full.features and spot.steps == full.steps
     assert {f.signature for f in spot.findings} <= {f.signature for f in full.findings}
-    ex = judge(prog, oracle=False).execution
-    seed_states = crash_report(ex.history, ex.base, ex.iolog, ex.start_mark, seed=0)
-    assert seed_states.states > FUZZ_CRASH_STATES_SEEN  # the spot check is a real reduction here

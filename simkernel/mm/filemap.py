@@ -248,7 +248,11 @@ class Filemap(Locking):
         # a large folio's pages past EOF are never mapped)
         hw = min(HW_PAGE_SIZE, ps)
         page_pos = index * ps + vmf.poff - vmf.poff % hw
-        if page_pos >= -(-inode.i_size // hw) * hw:
+
+        def past_eof() -> bool:
+            return page_pos >= -(-inode.i_size // hw) * hw
+
+        if past_eof():
             return VM_FAULT_SIGBUS, None
         mapping_locked = False
         try:
@@ -275,7 +279,7 @@ class Filemap(Locking):
                         return VM_FAULT_SIGBUS, None
                     continue
                 # the file may have been truncated while we were reading
-                if page_pos >= -(-inode.i_size // hw) * hw:
+                if past_eof():
                     self.folio_unlock(folio)
                     return VM_FAULT_SIGBUS, None
                 return VM_FAULT_LOCKED, folio
