@@ -126,6 +126,7 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
         e.kind == "mark" and e.tag.startswith("read error ") for e in ex.iolog.entries
     )
     lost: dict[str, list[tuple[int, int]]] = {}
+    reported: set[str] = set()
     problems: list[Any] = []
     if ex.image is not None:
         problems = fsck(ex.image)
@@ -143,11 +144,13 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
         losses = reported_losses(ex)
         if losses and not problems:
             # a file whose data the kernel reported lost: none of its bytes, nor its size, is judged
+            # (nor in a crash state: what a sync wrote of it may be what was dropped)
             from oracle.image import Ext4Image
 
             for fi in Ext4Image(ex.image).files():
                 if fi.ino in losses:
                     lost[fi.name] = [(0, _WHOLE_FILE)]
+                    reported.add(fi.name)
     # sizes of files that lost a data write are not judged; a failed punch changes no size
     any_size = tuple(lost)
     if ex.image is not None and not problems:
@@ -186,7 +189,15 @@ def oracle_findings(ex: Execution, *, crashes: bool = True, crash_states: int | 
     if crashes and ex.config.journal:
         seed = int.from_bytes(hashlib.sha256(ex.history.dumps().encode()).digest()[:8], "little")
         out.extend(
-            check_crashes(ex.history, ex.base, ex.iolog, ex.start_mark, seed=seed, check_states=crash_states)
+            check_crashes(
+                ex.history,
+                ex.base,
+                ex.iolog,
+                ex.start_mark,
+                seed=seed,
+                check_states=crash_states,
+                files=[f for f in ex.history.files if f not in reported] if reported else None,
+            )
         )
     return out
 

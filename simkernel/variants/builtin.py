@@ -107,7 +107,7 @@ class Ext4InlineFixed(Variant):
         retries = [0]
         while True:
             ret = yield from self.ext4_convert_inline_data(inode)
-            if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+            if ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                 continue
             return ret
 

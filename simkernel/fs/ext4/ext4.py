@@ -147,8 +147,9 @@ class Ext4SbInfo:
     s_inline_data: bool = False
     s_delalloc: bool = True
     s_journal: Any = None
-    #: blocks freed but not reusable until the freeing transaction commits (jbd2)
-    s_freed_pending: list[int] = field(default_factory=list)
+    #: blocks freed but not reusable until the freeing transaction commits (jbd2): counted in
+    #: s_freeclusters_counter already, kept out of the allocator by ``pending_mask``
+    s_mb_free_pending: int = 0
     #: the allocator's view of those blocks (True = freed, not yet allocatable)
     pending_mask: Any = None
     #: raw inode table blocks as last read/written (slots of unknown inodes are preserved)

@@ -117,17 +117,22 @@ class Ext4Extents(KernelBase):
             ext.len = head
             exts.insert(i + 1, tail)
 
-    def ext4_ext_update_tree(self, handle: Any, inode: Ext4InodeInfo) -> int:
+    def ext4_ext_update_tree(
+        self, handle: Any, inode: Ext4InodeInfo, mb_flags: int = EXT4_MB_USE_RESERVED
+    ) -> int:
         """Grow or shrink the set of extent tree blocks to what the extent count needs.
 
-        New tree blocks are metadata: they may use the reserved pool (EXT4_MB_USE_RESERVED).
+        New tree blocks are metadata: they may use the reserved pool (EXT4_MB_USE_RESERVED), or,
+        for delalloc writeback, they are allocated as the data is (EXT4_MB_DELALLOC_RESERVED:
+        ext4_ext_insert_extent() passes it down to ext4_ext_new_meta_block(), so the free-space
+        counters are not checked and the data's reservation is not yet released).
         """
         bs = inode.i_sb.s_blocksize
         need = ondisk.extent_tree_blocks_needed(self.ext4_ext_disk_count(inode), bs)
         blocks = inode.i_ext_tree_blocks
         while len(blocks) < need:
             goal = inode.i_extents[0].pblk if inode.i_extents else 0
-            pblk, _ = self.ext4_mb_new_blocks(handle, inode, goal, 1, EXT4_MB_USE_RESERVED)
+            pblk, _ = self.ext4_mb_new_blocks(handle, inode, goal, 1, mb_flags)
             if pblk < 0:
                 return pblk
             blocks.append(pblk)
@@ -161,7 +166,10 @@ class Ext4Extents(KernelBase):
         if not flags & EXT4_GET_BLOCKS_PRE_IO:
             self.ext4_ext_try_to_merge(inode, new.lblk, new.end)
         self.ext4_es_bump_seq(inode)
-        err = self.ext4_ext_update_tree(handle, inode)
+        mb_flags = (
+            EXT4_MB_DELALLOC_RESERVED if flags & EXT4_GET_BLOCKS_DELALLOC_RESERVE else EXT4_MB_USE_RESERVED
+        )
+        err = self.ext4_ext_update_tree(handle, inode, mb_flags)
         if err:
             # no room for the tree block: undo the insertion (the caller frees the data blocks)
             self.ext4_ext_remove_range(inode, new.lblk, new.len)
@@ -375,7 +383,7 @@ class Ext4Extents(KernelBase):
             ret = yield from self.ext4_map_blocks(handle, inode, map, flags)
             if ret <= 0:
                 self.ext4_journal_stop(handle)
-                if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                if ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                     continue
                 return ret or -ENOSPC
             lblk += ret

@@ -252,7 +252,7 @@ class Ext4Inline(KernelBase):
                 self.ext4_write_unlock_xattr(inode, no_expand)
                 self.ext4_journal_stop(handle)
                 yield from self.ext4_truncate_failed_write(inode)
-                if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                if ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                     continue
                 return ret
             self.block_commit_write(folio, frm, to)
@@ -279,7 +279,7 @@ class Ext4Inline(KernelBase):
                     ret = yield from self.ext4_convert_inline_data_to_extent(mapping, inode)
                     return ret, None
                 ret = yield from self.ext4_da_convert_inline_data_to_extent(mapping, inode, fsdata)
-                if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                if ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                     continue
                 return ret, None
             folio = yield from self._filemap_get_folio(mapping, 0, FGP_WRITEBEGIN | FGP_NOFS)

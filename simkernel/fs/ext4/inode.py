@@ -394,7 +394,7 @@ class Ext4Inode(KernelBase):
                     if extended:
                         yield from self.ext4_truncate_failed_write(inode)
                     if ret == -EAGAIN or (
-                        ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries)
+                        ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries))
                     ):
                         continue
                     return ret, None, None
@@ -463,7 +463,7 @@ class Ext4Inode(KernelBase):
                 self.folio_unlock(folio)
                 if pos + length > inode.i_size:
                     yield from self.ext4_truncate_failed_write(inode)
-                if ret == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                if ret == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                     continue
                 return ret, None, fsdata[0]
             return 0, folio, fsdata[0]
@@ -640,7 +640,7 @@ class Ext4Inode(KernelBase):
             if inode.i_sb.s_fs_info.s_delalloc and not self.ext4_nonda_switch(inode.i_sb):
                 while True:
                     err = yield from self.block_page_mkwrite(vmf, self.ext4_da_get_block_prep)
-                    if err == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries):
+                    if err == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries)):
                         continue
                     return vmf_fs_error(err)
             yield from self.folio_lock(folio)
@@ -662,7 +662,9 @@ class Ext4Inode(KernelBase):
             )
             while True:
                 err = yield from self.ext4_block_page_mkwrite(inode, folio, get_block)
-                if err == -EAGAIN or (err == -ENOSPC and self.ext4_should_retry_alloc(inode.i_sb, retries)):
+                if err == -EAGAIN or (
+                    err == -ENOSPC and (yield from self.ext4_should_retry_alloc(inode.i_sb, retries))
+                ):
                     continue
                 return vmf_fs_error(err)
         finally:

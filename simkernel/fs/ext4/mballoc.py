@@ -28,6 +28,7 @@ from simkernel.fs.ext4.ext4 import (
 )
 from simkernel.fs.vfs import ENOSPC
 from simkernel.kernel.base import KernelBase
+from simkernel.kernel.sched import KGen
 
 
 class Ext4Mballoc(KernelBase):
@@ -61,15 +62,21 @@ class Ext4Mballoc(KernelBase):
             self.try_to_writeback_inodes_sb(sb, "fs_free_space")
         return 2 * free < 3 * dirty or free < dirty + EXT4_FREECLUSTERS_WATERMARK
 
-    def ext4_should_retry_alloc(self, sb: Any, retries: list[int]) -> bool:
-        """ext4_should_retry_alloc(): without a journal nothing frees space by waiting, so never."""
+    def ext4_should_retry_alloc(self, sb: Any, retries: list[int]) -> KGen:
+        """ext4_should_retry_alloc(): retry an allocation that failed with ENOSPC (at most 3 times)?
+        Without a journal nothing frees space by waiting, so never; with blocks freed in a
+        transaction that has not committed, commit it (and wait) first."""
         sbi = self.EXT4_SB(sb)
-        if sbi.s_journal is None or not self.ext4_has_free_clusters(sbi, 1):
+        if sbi.s_journal is None:
             return False
         retries[0] += 1
         if retries[0] > 3:
             return False
-        return bool(sbi.s_freed_pending) or bool(sbi.s_journal.running)
+        if sbi.s_mb_free_pending == 0:
+            # "it's possible we just missed a transaction commit that did so"
+            return self.ext4_has_free_clusters(sbi, 1)
+        yield from self.jbd2_journal_force_commit_nested(sbi.s_journal)
+        return True
 
     # -- delalloc reservation (inode.c) --------------------------------------------------------------
 

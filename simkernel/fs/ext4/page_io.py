@@ -125,10 +125,23 @@ class Ext4PageIO(KernelBase):
             if not ret and mpd.map_len:
                 ret = yield from self.mpage_map_and_submit_extent(handle, mpd)
             self.ext4_journal_stop(handle)
+            unused = [folio.index for folio in mpd.locked]
             self.mpage_release_unused_pages(mpd, invalidate=mpd.give_up_on_write)
             self.ext4_io_submit(mpd)
             self.ext4_put_io_end_defer(mpd.io_end)
             mpd.io_end = None
+            journal = inode.i_sb.s_fs_info.s_journal
+            if ret == -ENOSPC and journal is not None and self.current is not journal.commit_task:
+                # "Commit the transaction which would free blocks released in the transaction
+                # and try again": blocks freed in the running transaction are counted free but
+                # not allocatable until it commits, so a delalloc allocation the reservation
+                # promised can fail for now; the folios not submitted are still dirty and tagged
+                # (the rescan starts from mpd->first_page). Not in jbd2's own ordered-data
+                # writeback, which cannot wait for its commit (Linux's never maps blocks there)
+                yield from self.jbd2_journal_force_commit_nested(journal)
+                todo[:0] = unused
+                ret = 0
+                continue
             if wbc.nr_to_write <= 0 and wbc.sync_mode == WB_SYNC_NONE:
                 break
         if wbc.range_cyclic:

@@ -211,6 +211,10 @@ class Jbd2(KernelBase):
         t: Transaction | None = handle.h_transaction if isinstance(handle, Handle) else journal.running
         sbi.block_bitmap[pblk : pblk + count] = False
         sbi.pending_mask[pblk : pblk + count] = True
+        # ext4_mb_clear_bb(): the free-clusters counter counts them at once; the buddy gets them
+        # back only when the transaction commits (ext4_free_data_in_buddy())
+        sbi.s_freeclusters_counter += count
+        sbi.s_mb_free_pending += count
         if t is None:  # pragma: no cover - frees always happen under a handle
             return
         t.t_freed.append((pblk, count))
@@ -308,10 +312,10 @@ class Jbd2(KernelBase):
             for tid, logged in journal.checkpoint_list.items():
                 if tid != t.t_tid:
                     logged.pop(b, None)
-        # freed blocks become allocatable only now
+        # freed blocks become allocatable only now (ext4_process_freed_data())
         for pblk, count in t.t_freed:
             sbi.pending_mask[pblk : pblk + count] = False
-            sbi.s_freeclusters_counter += count
+            sbi.s_mb_free_pending -= count
         t.t_state = "finished"
         journal.committing = None
         journal.last_committed = t.t_tid
@@ -349,6 +353,20 @@ class Jbd2(KernelBase):
                 break
             yield journal.wait_commit
         return 0
+
+    def jbd2_journal_force_commit_nested(self, journal: Journal) -> KGen:
+        """jbd2_journal_force_commit_nested(): commit the running transaction and wait for it (or
+        wait for the committing one); 1 if a commit was waited for, 0 if there was nothing to
+        commit. A task holding a handle cannot commit its own transaction ("nested")."""
+        t = journal.running
+        if t is not None and self.current.journal_info is None:
+            tid = t.t_tid
+        elif journal.committing is not None:
+            tid = journal.committing.t_tid
+        else:
+            return 0
+        yield from self.jbd2_commit_and_wait(tid)
+        return 1
 
     def jbd2_sync(self, wait: bool) -> KGen:
         """ext4_sync_fs() with a journal: commit the running transaction (and wait)."""
