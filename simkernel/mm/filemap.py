@@ -290,7 +290,11 @@ class Filemap(Locking):
     # -- truncation (mm/truncate.c) ------------------------------------------------------------------
 
     def unmap_mapping_range(self, mapping: AddressSpace, holebegin: int, holelen: int) -> None:
-        """unmap_mapping_range(): zap the PTEs of folios in [holebegin, holebegin+holelen) (0 = to EOF)."""
+        """unmap_mapping_range(): zap the PTEs of folios in [holebegin, holebegin+holelen) (0 = to EOF).
+
+        Callers pass hardware-page bounds, as Linux's do; the model keeps one PTE state per folio,
+        so a large folio with any page in the range loses the PTEs of all its pages (the others
+        fault back in, as after reclaim or migration unmapped them)."""
         ps = self.page_size
         first = holebegin // ps
         last = (holebegin + holelen - 1) // ps if holelen else None
@@ -366,16 +370,20 @@ class Filemap(Locking):
     def truncate_pagecache(self, inode: Inode, newsize: int) -> KGen:
         """truncate_pagecache(): unmap and drop everything past ``newsize``; zero the partial tail."""
         mapping = inode.i_mapping
-        holebegin = -(-newsize // self.page_size) * self.page_size
+        hw = min(HW_PAGE_SIZE, self.page_size)
+        holebegin = -(-newsize // hw) * hw  # round_up(newsize, PAGE_SIZE)
         self.unmap_mapping_range(mapping, holebegin, 0)
         yield from self.truncate_inode_pages_range(mapping, newsize, -1)
         self.unmap_mapping_range(mapping, holebegin, 0)
 
     def truncate_pagecache_range(self, inode: Inode, lstart: int, lend: int) -> KGen:
-        """truncate_pagecache_range(): unmap whole pages in [lstart, lend], then truncate the range."""
-        ps = self.page_size
-        unmap_start = -(-lstart // ps) * ps
-        unmap_end = ((1 + lend) // ps) * ps - 1
+        """truncate_pagecache_range(): unmap whole (hardware) pages in [lstart, lend], then truncate
+        the range. A page of a large folio that the range covers is unmapped even when the folio
+        is only partly covered: a store to it must fault and go through ->page_mkwrite again, as
+        truncate_inode_partial_folio() invalidates that part of the folio's buffers."""
+        hw = min(HW_PAGE_SIZE, self.page_size)
+        unmap_start = -(-lstart // hw) * hw
+        unmap_end = ((1 + lend) // hw) * hw - 1
         if unmap_end > unmap_start:
             self.unmap_mapping_range(inode.i_mapping, unmap_start, 1 + unmap_end - unmap_start)
         yield from self.truncate_inode_pages_range(inode.i_mapping, lstart, lend)

@@ -304,6 +304,23 @@ class EmptyCopyGrowsFile(Variant):
         return max(old_size, pos + copied)
 
 
+class PartialFolioNotSubmitted(Variant):
+    name = "partial-folio-not-submitted"
+    description = (
+        'ext4 writeback before "ext4: fix stale data if it bail out of the extents mapping loop" '
+        "(6.16): when block allocation stops inside a large folio (a transient ENOSPC), the "
+        "folio's mapped part is not written, yet the io_end converts its blocks and the handle "
+        "that mapped them commits without an i_disksize covering them: stale data, and an "
+        "initialized extent past EOF"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4"}
+
+    def mpage_submit_partial_folio(self, mpd: Any, folio: Any, pos: int) -> int:
+        """Leave the folio locked in the extent; mpage_release_unused_pages() unlocks it."""
+        return 0
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -317,4 +334,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     EofZeroAfterUnlock,
     TruncateTailErrorIgnored,
     EmptyCopyGrowsFile,
+    PartialFolioNotSubmitted,
 )

@@ -112,8 +112,12 @@ class Ext4Inode(KernelBase):
 
     # -- block mapping -------------------------------------------------------------------------------
 
-    def ext4_map_blocks(self, handle: Any, inode: Ext4InodeInfo, map: MapBlocks, flags: int) -> KGen:
-        """ext4_map_blocks(): lookup under i_data_sem read; allocate/convert under i_data_sem write."""
+    def ext4_map_blocks(
+        self, handle: Any, inode: Ext4InodeInfo, map: MapBlocks, flags: int, *, zeroout: bool = True
+    ) -> KGen:
+        """ext4_map_blocks(): lookup under i_data_sem read; allocate/convert under i_data_sem write.
+        ``zeroout=False``: a conversion that cannot split its extent fails instead of falling back
+        to zeroing (the iomap ioend completion, see ext4_iomap_end_ioend())."""
         orig_lblk, orig_len = map.m_lblk, map.m_len
         yield from self.down_read(inode.i_data_sem)
         if self.ext4_test_inode_flag(inode, EXT4_EXTENTS_FL):
@@ -135,8 +139,10 @@ class Ext4Inode(KernelBase):
         try:
             if self.ext4_test_inode_flag(inode, EXT4_EXTENTS_FL):
                 retval = self.ext4_ext_map_blocks(handle, inode, map, flags)
-                if retval == -ENOSPC and flags & (
-                    EXT4_GET_BLOCKS_CONVERT | EXT4_GET_BLOCKS_CONVERT_UNWRITTEN
+                if (
+                    zeroout
+                    and retval == -ENOSPC
+                    and flags & (EXT4_GET_BLOCKS_CONVERT | EXT4_GET_BLOCKS_CONVERT_UNWRITTEN)
                 ):
                     # the conversion could not split the extent: zero out instead
                     map.m_lblk, map.m_len, map.m_flags = orig_lblk, orig_len, 0

@@ -300,8 +300,14 @@ class Ext4IomapOps(KernelBase):
             # locked transaction, whose commit may wait for a handle holder waiting on this ioend
             handle = yield from self.ext4_journal_start(inode, "end_io", 8, reserved=True)
             if ioend.io_type == IOMAP_UNWRITTEN:
+                # as xfs_iomap_write_unwritten(): no zeroout fallback. Writeback allocated the whole
+                # delalloc extent unwritten and its folios go out in several ioends, so the blocks
+                # around this one's may hold another ioend's data, written and not yet converted:
+                # ext4's "zero out everything around the mapped range" would wipe it (ext4's own
+                # writeback splits the extent per IO before submitting it, EXT4_GET_BLOCKS_PRE_IO,
+                # which this path does not). A conversion that cannot split fails and says so.
                 error = yield from self.ext4_convert_unwritten_extents(
-                    handle, inode, ioend.offset // bs, ioend.size // bs
+                    handle, inode, ioend.offset // bs, ioend.size // bs, zeroout=False
                 )
                 if error:
                     inode.i_sb.s_fs_info.messages.append(

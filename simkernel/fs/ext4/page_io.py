@@ -122,10 +122,12 @@ class Ext4PageIO(KernelBase):
             handle = yield from self.ext4_journal_start(inode, "write_page", 8)
             mpd.io_end = IoEnd(inode)
             ret = yield from self.mpage_prepare_extent_to_map(mpd, todo)
+            # the folios of this extent: a retry after ENOSPC rescans those still dirty (a
+            # partially written large folio too), as Linux rescans from mpd->start_pos
+            collected = [folio.index for folio in mpd.locked]
             if not ret and mpd.map_len:
                 ret = yield from self.mpage_map_and_submit_extent(handle, mpd)
             self.ext4_journal_stop(handle)
-            unused = [folio.index for folio in mpd.locked]
             self.mpage_release_unused_pages(mpd, invalidate=mpd.give_up_on_write)
             self.ext4_io_submit(mpd)
             self.ext4_put_io_end_defer(mpd.io_end)
@@ -139,7 +141,7 @@ class Ext4PageIO(KernelBase):
                 # (the rescan starts from mpd->first_page). Not in jbd2's own ordered-data
                 # writeback, which cannot wait for its commit (Linux's never maps blocks there)
                 yield from self.jbd2_journal_force_commit_nested(journal)
-                todo[:0] = unused
+                todo[:0] = [i for i in collected if i not in todo]
                 ret = 0
                 continue
             if wbc.nr_to_write <= 0 and wbc.sync_mode == WB_SYNC_NONE:
@@ -270,7 +272,14 @@ class Ext4PageIO(KernelBase):
         for folio in list(mpd.locked):
             bhs = folio_buffers(folio)
             lblk0 = folio.pos // bs
-            if bhs and any(_needs_mapping(bh, lblk0 + i, last_lblk) for i, bh in enumerate(bhs)):
+            unmapped = [i for i, bh in enumerate(bhs or []) if _needs_mapping(bh, lblk0 + i, last_lblk)]
+            if unmapped:
+                if unmapped[0] > 0:
+                    # the mapping stopped inside this (large) folio
+                    ret = self.mpage_submit_partial_folio(mpd, folio, folio.pos + unmapped[0] * bs)
+                    if ret < 0:
+                        return ret
+                    submitted_end = ret or submitted_end
                 break
             err = self.mpage_submit_folio(mpd, folio)
             self.folio_unlock(folio)
@@ -286,6 +295,17 @@ class Ext4PageIO(KernelBase):
             self.up_write(inode.i_data_sem)
             self.ext4_mark_inode_dirty(handle, inode)
         return transient
+
+    def mpage_submit_partial_folio(self, mpd: MpageDaData, folio: Folio, pos: int) -> int:
+        """mpage_submit_partial_folio() ("ext4: fix stale data if it bail out of the extents mapping
+        loop", 6.16): the mapping loop stopped at ``pos``, inside a locked folio; write the folio's
+        mapped part now, or the transaction that maps those blocks commits with neither their
+        data nor an i_disksize that covers them. The unmapped part keeps the folio dirty for the
+        next round. Returns how far the on-disk size may go (``pos``) or -errno."""
+        err = self.mpage_submit_folio(mpd, folio)
+        self.folio_unlock(folio)
+        mpd.locked.remove(folio)
+        return err or pos
 
     def mpage_map_buffers(self, mpd: MpageDaData, lblk: int, length: int, pblk: int, m_flags: int) -> None:
         """mpage_process_page_bufs/mpage_map_and_submit_buffers(): point buffers at their blocks."""
@@ -443,13 +463,13 @@ class Ext4PageIO(KernelBase):
         return ret
 
     def ext4_convert_unwritten_extents(
-        self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int
+        self, handle: Any, inode: Ext4InodeInfo, lblk: int, length: int, *, zeroout: bool = True
     ) -> KGen:
         """ext4_convert_unwritten_extents(): mark [lblk, lblk+length) written after its data IO."""
         while length > 0:
             map = MapBlocks(lblk, length)
             ret = yield from self.ext4_map_blocks(
-                handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_CONVERT
+                handle, inode, map, EXT4_GET_BLOCKS_IO_CREATE_EXT | EXT4_GET_BLOCKS_CONVERT, zeroout=zeroout
             )
             if ret <= 0:
                 return ret or -5
