@@ -73,6 +73,20 @@ INLINE_READ = [
 ]
 INLINE_CONFIG = {"block_size": 1024, "folio_blocks": 4, "inline_data": True}
 
+# an inline file grows past its inline capacity (a delalloc conversion: MAY_INLINE_DATA cleared,
+# the inline data kept until writeback), is truncated to 0, and a one-byte write takes the block
+# path into a new folio 0 that stays partly uptodate (1 KiB blocks, 4 KiB folios); a store faults
+# the folio in: Linux's ext4_read_inline_folio() fills it all from the (empty) inline area
+INLINE_READ_BLOCK = [
+    [
+        _pwrite("a", 0, 1),
+        _pwrite("a", 131, 3, seed=2),
+        {"op": "creat", "file": "a"},
+        _pwrite("a", 0, 1, seed=3),
+        {"op": "mwrite", "file": "a", "off": 1, "len": 4, "data": {"seed": 4}},
+    ]
+]
+
 
 @pytest.mark.parametrize(
     ("variant", "threads", "config", "schedule", "titles"),
@@ -100,6 +114,13 @@ INLINE_CONFIG = {"block_size": 1024, "folio_blocks": 4, "inline_data": True}
             INLINE_CONFIG,
             [],
             {"pread: zeros instead of pwrite data", "final content: zeros instead of pwrite data"},
+        ),
+        (
+            "inline-read-wipes-block",
+            INLINE_READ_BLOCK,
+            INLINE_CONFIG,
+            [],
+            {"final content: zeros instead of pwrite data"},
         ),
     ],
 )

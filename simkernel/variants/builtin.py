@@ -15,7 +15,7 @@ from simkernel.fs.ext4.ext4 import (
 from simkernel.fs.iomap.iomap import Iomap
 from simkernel.fs.vfs import ENOSPC, File
 from simkernel.kernel.sched import KGen
-from simkernel.mm.filemap import FGP_LOCK
+from simkernel.mm.filemap import FGP_CREAT, FGP_LOCK
 from simkernel.mm.memory import VmArea
 from simkernel.variants.base import Variant
 
@@ -89,7 +89,10 @@ class Ext4InlineFixed(Variant):
             if not self.ext4_has_inline_data(inode):
                 return 0
         handle = yield from self.ext4_journal_start(inode, "write_page", 4)
-        folio = yield from self._filemap_get_folio(inode.i_mapping, 0, FGP_LOCK)
+        # FGP_CREAT: the lock must exist even when folio 0 is not cached (reclaim, drop_caches) --
+        # a writer about to take the inline path would create and lock it meanwhile, and a
+        # conversion that skipped the lock would switch the inode under its write_begin..write_end
+        folio = yield from self._filemap_get_folio(inode.i_mapping, 0, FGP_LOCK | FGP_CREAT)
         no_expand = yield from self.ext4_write_lock_xattr(inode)
         error = 0
         if self.ext4_has_inline_data(inode):
@@ -321,6 +324,25 @@ class PartialFolioNotSubmitted(Variant):
         return 0
 
 
+class InlineReadWipesBlock(Variant):
+    name = "inline-read-wipes-block"
+    description = (
+        "ext4_read_inline_folio() as in Linux: reading folio 0 of a file that still has inline "
+        "data fills the whole folio from the inline area, wiping a block a write already put "
+        "there when the folio was only partly uptodate (blocks smaller than the folio)"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4", "inline_data": True}
+
+    def ext4_read_inline_folio(self, inode: Ext4InodeInfo, folio: Any) -> int:
+        """Copy the inline bytes and zero the tail of the folio (folio_zero_tail), buffers and all."""
+        length = min(self.ext4_get_inline_size(inode), inode.i_size)
+        folio.data[:length] = self.ext4_read_inline_data(inode, length)
+        folio.data[length:] = bytes(folio.size - length)
+        folio.uptodate = True
+        return length
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -335,4 +357,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     TruncateTailErrorIgnored,
     EmptyCopyGrowsFile,
     PartialFolioNotSubmitted,
+    InlineReadWipesBlock,
 )

@@ -184,14 +184,27 @@ class Ext4Inline(KernelBase):
         return 0
 
     def ext4_read_inline_folio(self, inode: Ext4InodeInfo, folio: Folio) -> int:
-        """ext4_read_inline_folio(): fill folio 0 from the inline area; the rest is zero."""
+        """ext4_read_inline_folio(): fill folio 0 from the inline area; the rest is zero.
+
+        Only the blocks whose buffers are not uptodate are filled: with blocks smaller than the
+        folio, a write that took the block path (the inline data converted for delalloc, then
+        truncated) leaves folio 0 partly uptodate, and Linux's fill of the whole folio wipes what
+        that write put there (variant ``inline-read-wipes-block``)."""
         self.BUG_ON(not folio.locked, "!folio_test_locked(folio)")
         self.BUG_ON(not self.ext4_has_inline_data(inode), "!ext4_has_inline_data(inode)")
         self.BUG_ON(folio.index, "folio->index")
         length = min(self.ext4_get_inline_size(inode), inode.i_size)
         data = self.ext4_read_inline_data(inode, length)
-        folio.data[:length] = data
-        folio.data[length:] = bytes(folio.size - length)
+        image = bytes(data) + bytes(folio.size - length)
+        bhs = folio_buffers(folio)
+        if bhs is None:
+            folio.data[:] = image
+        else:
+            for bh in bhs:
+                if not bh.uptodate:
+                    end = bh.b_offset + bh.b_size
+                    folio.data[bh.b_offset : end] = image[bh.b_offset : end]
+                    bh.uptodate = True
         folio.uptodate = True
         return length
 
