@@ -45,6 +45,8 @@ from fuzz.program import (
 )
 from simkernel.config import BLOCK_SIZES, JBD2_MIN_JOURNAL_BLOCKS, MAX_FOLIO_SIZE, WRITE_PATHS, Config
 from simkernel.errors import BlkfuzzError
+from simkernel.fs.ext4.ext4 import EXT4_MIN_INLINE_DATA_SIZE
+from simkernel.fs.ext4.ondisk import inline_capacity
 
 __all__ = [
     "FILE_NAMES",
@@ -68,6 +70,10 @@ HEX_MAX_LEN = 16
 SPAN_FOLIOS = 16
 #: share of offsets and lengths taken relative to offsets the program already uses on the file
 POOL_SHARE = 0.4
+#: share of mwrites past the size their thread has given the file that first grow it with a
+#: truncate, as fsx's mapped write does (domapwrite: "if (size > file_size) ftruncate(fd, size)"):
+#: a store past EOF only gets SIGBUS; the rest are left to race with other threads' growth
+MWRITE_GROW_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,20 @@ def offset_pools(program: Program) -> dict[str, list[int]]:
     for _, _, call in program.iter_syscalls():
         add_to_pools(pools, call)
     return pools
+
+
+def _track_size(sizes: dict[str, int], call: Syscall) -> None:
+    """The file size ``call`` leaves, as far as its own thread knows (growth only, except truncate)."""
+    if call.file is None:
+        return
+    size = sizes.get(call.file, 0)
+    if call.op == "truncate" and call.size is not None:
+        size = call.size
+    elif call.op == "pwrite" and call.off is not None and call.len:
+        size = max(size, call.off + call.len)
+    elif call.op == "fallocate" and call.mode in ("alloc", "zero_range") and call.off is not None:
+        size = max(size, call.off + (call.len or 0))
+    sizes[call.file] = size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +283,13 @@ class Generator:
 
     @staticmethod
     def units(config: Config) -> tuple[int, ...]:
-        return tuple(sorted({config.block_size, config.folio_size}))
+        """The sizes where the configuration's buffered-I/O decisions change: the block and the
+        folio, and with inline data the inline limits -- i_block's 60 bytes and the inode's whole
+        inline capacity, where ext4 leaves the inline path for blocks (ext4_prepare_inline_data)."""
+        units = {config.block_size, config.folio_size}
+        if config.inline_data:
+            units |= {EXT4_MIN_INLINE_DATA_SIZE, inline_capacity()}
+        return tuple(sorted(units))
 
     def offset(self, rng: random.Random, config: Config, pool: Sequence[int] = ()) -> int:
         """An offset: from ``pool`` (offsets the program already uses: ends of earlier writes,
@@ -338,12 +364,22 @@ class Generator:
         threads: list[list[Syscall]] = [[] for _ in range(sw.threads)]
         ops = [op for op in sw.ops if op != "remount" or sw.threads == 1] or ["pwrite"]
         pools: dict[str, list[int]] = {}
+        # per thread: the size each file has after that thread's own syscalls so far
+        sizes: list[dict[str, int]] = [{} for _ in range(sw.threads)]
         for i in range(n_calls):
             # every thread gets at least one syscall, the rest land anywhere
             t = i if i < sw.threads else rng.randrange(sw.threads)
             call = self.syscall(rng, rng.choice(ops), files, sw.config, pools)
+            if call.op == "mwrite" and call.file is not None and call.off is not None and call.len:
+                end = call.off + call.len
+                if end > sizes[t].get(call.file, 0) and rng.random() < MWRITE_GROW_SHARE:
+                    grow = Syscall("truncate", file=call.file, size=end)
+                    threads[t].append(grow)
+                    add_to_pools(pools, grow)
+                    _track_size(sizes[t], grow)
             threads[t].append(call)
             add_to_pools(pools, call)
+            _track_size(sizes[t], call)
         return Program(
             files=files,
             threads=tuple(tuple(t) for t in threads),
