@@ -15,6 +15,9 @@ from fuzz.runner import execute
 from fuzz.strategies import configs, programs
 from oracle.e2fsprogs import debugfs_cat, e2fsck_clean, have_e2fsprogs
 from oracle.linearize import check_final, check_reads
+from simkernel.fs.ext4.ondisk import inline_capacity
+
+INLINE_CAPACITY = inline_capacity()
 
 SEQ_CONFIGS = configs(
     block_size=st.sampled_from([1024, 4096]),
@@ -75,7 +78,12 @@ def test_sequential_programs_match_the_bytearray_model(program: Program) -> None
         clean, lines = e2fsck_clean(image)
         assert clean, lines
         for name, data in ex.files.items():
-            assert debugfs_cat(image, name) == data
+            cat = debugfs_cat(image, name)
+            # debugfs dumps an inline file's inline bytes only; a file grown past them by a
+            # truncate reads as zeros there (ext4_read_inline_folio() zeroes the tail)
+            if len(cat) < len(data) and len(cat) <= INLINE_CAPACITY:
+                cat += bytes(len(data) - len(cat))
+            assert cat == data
 
 
 def test_a_store_past_the_eof_page_of_a_large_folio_faults() -> None:
