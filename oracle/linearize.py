@@ -87,6 +87,8 @@ _BIG: Final = 1 << 62
 
 # event kinds
 _W, _Z, _ZG, _G, _T, _S, _PW, _PZ, _PG, _OBS = range(10)
+#: the hardware page of a mapped source buffer: a copy from it faults a page at a time
+SOURCE_PAGE = 4096
 #: kinds that may change the size (need the store condition of the partial-order reduction)
 _SIZED = frozenset((_W, _ZG, _G, _PW, _PG))
 #: at most this many states in the search for the closest linearization (explanations only)
@@ -540,9 +542,18 @@ def _split_writes(
             continue
         g = granule if e.kind == _W else zero_granule or granule
         cuts: set[int] = set()
+        # a copy from a mapped source stops short at a source page that faults; the folio may be
+        # uptodate by then (write_begin read or zeroed its partial blocks), and then the short copy
+        # is kept and i_size grows to pos + copied (__iomap_write_end(), block_write_end()): such
+        # a write may also be seen ending at any of its source-page boundaries
+        src = int(op.args.get("map_off", 0)) if e.kind == _W and op.args.get("map_file") is not None else None
         for idx, lo, hi, a, b in windows:
             if idx != op.index and lo <= end and op.invoke <= hi and a < e.b and e.a < b:
                 cuts.update(range(max(a, e.a) // g * g, min(b, e.b) + g, g))
+                if src is not None:
+                    first = max(a, e.a)
+                    x = first + (-(src + first - op.arg("off"))) % SOURCE_PAGE
+                    cuts.update(range(x, min(b, e.b) + SOURCE_PAGE, SOURCE_PAGE))
         bounds = [e.a, *sorted(c for c in cuts if e.a < c < e.b), e.b]
         if len(bounds) == 2 and not concurrent:
             out.append(e)

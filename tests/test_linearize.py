@@ -601,3 +601,24 @@ def test_a_search_past_its_budget_is_undecided_and_no_finding(monkeypatch: pytes
     assert check_final(h, wrong)
     monkeypatch.setattr(lin, "_FEASIBLE_BUDGET", 0)
     assert check_final(h, wrong) == []
+
+
+def test_a_read_may_see_a_mapped_source_write_end_at_a_source_page_boundary():
+    """A pwrite from an mmapped buffer stops short at a source page that faults; with the folio
+    uptodate the short copy is kept and i_size becomes pos + copied, so a concurrent read may see
+    the file end there -- at a source-page boundary, not a block one (found by a 10-minute iomap
+    campaign). Without a mapped source that size stays impossible."""
+    data = bytes(range(256)) * 112  # 28672 bytes
+    seen = data[8191 : 8191 + 2005]  # file offsets [8192, 10197): the write starts at 1
+
+    def reads(mapped: bool) -> list[Any]:
+        args: dict[str, Any] = {"off": 1, "len": len(data)}
+        if mapped:
+            args.update(map_file="b", map_off=22572)  # source page boundary at file offset 10197
+        write = HistoryOp(0, 1, 0, "pwrite", "a", args, data, 0, 10, len(data))
+        read = HistoryOp(1, 0, 0, "pread", "a", {"off": 8192, "len": 2006}, None, 2, 3, len(seen), out=seen)
+        h = History(("a",), (write, read), {"a": b""})
+        return check_reads(h, granule=32768, block_size=4096, write_granule=4096)
+
+    assert reads(mapped=True) == []
+    assert [m.title() for m in reads(mapped=False)] == ["pread: wrong length"]
