@@ -3,11 +3,12 @@ fix, and a small program shows the data loss the fix prevents -- and is clean on
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fuzz.program import Program, load_program
+from fuzz.program import Program, load_program, load_program_file
 from fuzz.verdict import judge
 
 
@@ -137,3 +138,16 @@ def test_reverted_fix_loses_data_and_baseline_does_not(
     assert all(f.category == "data" for f in buggy.findings)
     sound = judge(_program(threads, config, base, schedule))
     assert sound.clean, [f.title for f in sound.findings]
+
+
+def test_io_end_converting_unsubmitted_ranges_leaves_an_extent_past_eof() -> None:
+    """An io_end whose folios a racing truncate cut to nothing must not convert its mapped ranges
+    later: by then a fallocate may have put new unwritten blocks there (ext4_io_end_ranges())."""
+    path = (
+        Path(__file__).parent / "programs" / "soundness" / "endio-skips-unwritten-ranges-after-truncate.json"
+    )
+    program = load_program_file(path)
+    assert judge(program).clean
+    buggy = judge(program.with_variants([*program.variants, "endio-converts-unsubmitted"]))
+    assert [f.category for f in buggy.findings][:1] == ["fsck"], buggy.render(path.name)
+    assert any("extent-past-eof" in f.title for f in buggy.findings)

@@ -323,6 +323,10 @@ class PartialFolioNotSubmitted(Variant):
         """Leave the folio locked in the extent; mpage_release_unused_pages() unlocks it."""
         return 0
 
+    def ext4_io_end_ranges(self, io_end: Any) -> list[tuple[int, int]]:
+        """The kernels of that time convert every mapped range, written or not."""
+        return list(io_end.list_vec)
+
 
 class InlineReadWipesBlock(Variant):
     name = "inline-read-wipes-block"
@@ -343,6 +347,21 @@ class InlineReadWipesBlock(Variant):
         return length
 
 
+class EndioConvertsUnsubmitted(Variant):
+    name = "endio-converts-unsubmitted"
+    description = (
+        "the io_end converts every range writeback mapped, written or not, as the model reads "
+        "Linux's ext4_put_io_end_defer() (not confirmed on a kernel): when a truncate lowers i_size "
+        "while writeback maps a folio, nothing is written, yet the conversion runs later and can "
+        "turn blocks a fallocate put there after the truncate into initialized blocks past EOF"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4"}
+
+    def ext4_io_end_ranges(self, io_end: Any) -> list[tuple[int, int]]:
+        return list(io_end.list_vec)
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -358,4 +377,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     EmptyCopyGrowsFile,
     PartialFolioNotSubmitted,
     InlineReadWipesBlock,
+    EndioConvertsUnsubmitted,
 )

@@ -43,6 +43,8 @@ class IoEnd:
     folios: list[tuple[Folio, list[BufferHead]]] = field(default_factory=list)
     #: logical block ranges (lblk, len) to convert to written on completion
     list_vec: list[tuple[int, int]] = field(default_factory=list)
+    #: logical blocks a bio of this io_end wrote
+    written: set[int] = field(default_factory=set)
     unwritten: bool = False
     failed: bool = False
     error: int = 0
@@ -399,6 +401,7 @@ class Ext4PageIO(KernelBase):
         data = b"".join(bytes(folio.data[bh.b_offset : bh.b_offset + bs]) for _, folio, bh in mpd.bio_blocks)
         lblks = [folio.pos // bs + bh.b_offset // bs for _, folio, bh in mpd.bio_blocks]
         io_end.count += 1
+        io_end.written.update(lblks)
         bio = Bio(
             REQ_OP_WRITE,
             start * (bs // SECTOR_SIZE),
@@ -427,10 +430,28 @@ class Ext4PageIO(KernelBase):
         io_end.count -= 1
         if io_end.count:
             return
+        io_end.list_vec = self.ext4_io_end_ranges(io_end)
         if io_end.failed or not io_end.unwritten or not io_end.list_vec:
             self.ext4_release_io_end(io_end)
             return
         self.queue_work("ext4-rsv-conversion", self.ext4_end_io_rsv_work(io_end))
+
+    def ext4_io_end_ranges(self, io_end: IoEnd) -> list[tuple[int, int]]:
+        """The unwritten ranges the completion converts: those of the mapped ranges that a bio of
+        this io_end wrote. A folio mapped while a truncate lowered i_size is then written only
+        up to the new size, or not at all (mpage_submit_folio() samples i_size); converting the
+        rest would turn blocks nobody wrote -- or blocks a later fallocate put there after the
+        truncate freed these -- into written ones (variant ``endio-converts-unsubmitted``)."""
+        out: list[tuple[int, int]] = []
+        for lblk, length in io_end.list_vec:
+            for b in range(lblk, lblk + length):
+                if b not in io_end.written:
+                    continue
+                if out and out[-1][0] + out[-1][1] == b:
+                    out[-1] = (out[-1][0], out[-1][1] + 1)
+                else:
+                    out.append((b, 1))
+        return out
 
     def ext4_release_io_end(self, io_end: IoEnd) -> None:
         """ext4_release_io_end() -> ext4_finish_bio(): end writeback on every folio."""
