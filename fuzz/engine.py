@@ -135,6 +135,9 @@ def execution_features(ex: Execution, families: frozenset[str] = DEFAULT_FAMILIE
     return frozenset(out)
 
 
+#: interleaving features (their first three characters): they count half toward an entry's rarity
+INTERLEAVING_PREFIXES = ("ia:", "ix:", "cx:", "cx=")
+
 #: coverage points not recorded in context: ``at:`` points (preemption sites) are too many to pair
 #: with every other thread's position, and pairing them measured no faster to find bugs
 CX_SKIP = ("at:",)
@@ -147,11 +150,18 @@ class ContextCoverage(set[str]):
     ``Scheduler.coverage`` is a set the model adds to; replacing it (before the program's threads
     run) with this subclass changes nothing the model does. The context features say "this decision
     was taken while that thread stood there", the concurrency analogue of an edge (thread-interleaving
-    coverage, as in KRACE, Xu et al., S&P 2020)."""
+    coverage, as in KRACE, Xu et al., S&P 2020).
 
-    def __init__(self, sched: Any, base: set[str]) -> None:
+    When both are user threads inside syscalls on the same file, the pair is recorded once more as
+    ``cx=:``: a race needs the two threads to share the object, and a pair seen only across two
+    files says nothing about that (KRACE's *alias* coverage; Snowboard, SOSP 2021, picks concurrent
+    inputs by the memory they share for the same reason). ``files`` maps a user task's name to the
+    file of its syscall in progress (the runner's recorder keeps it)."""
+
+    def __init__(self, sched: Any, base: set[str], files: Mapping[str, str | None] | None = None) -> None:
         super().__init__(base)
         self.sched = sched
+        self.files: Mapping[str, str | None] = files if files is not None else {}
         #: user task -> the latest point it reached
         self.last: dict[int, tuple[Any, str]] = {}
         self.context: set[str] = set()
@@ -163,11 +173,15 @@ class ContextCoverage(set[str]):
             return
         if point.startswith(CX_SKIP):
             return
-        who = "T" if cur.kind == "user" else _task_kind(cur.name)
+        user = cur.kind == "user"
+        who = "T" if user else _task_kind(cur.name)
+        mine = self.files.get(cur.name) if user else None
         for tid, (task, other) in self.last.items():
             if tid != cur.tid and task.state != "done":
                 self.context.add(f"cx:{who}:{point}|{other}")
-        if cur.kind == "user":
+                if mine is not None and self.files.get(task.name) == mine:
+                    self.context.add(f"cx=:{point}|{other}")
+        if user:
             self.last[cur.tid] = (cur, point)
 
 
@@ -253,7 +267,9 @@ def evaluate(
 
         def factory(machine: Any) -> PlanChooser | ListChooser:
             nonlocal chooser, observed
-            observed = ContextCoverage(machine.sched, machine.sched.coverage)
+            recorder = getattr(machine, "recorder", None)
+            files = recorder.current if recorder is not None else None
+            observed = ContextCoverage(machine.sched, machine.sched.coverage, files)
             machine.sched.coverage = observed
             chooser = (
                 PlanChooser(candidate.plan) if candidate.plan is not None else ListChooser(program.schedule)
@@ -458,7 +474,7 @@ class Engine:
             e = self.corpus[i]
             rarity = 0.0
             for f in e.features:
-                rarity += (0.5 if f[:3] in ("ia:", "ix:", "cx:") else 1.0) / hits[f]
+                rarity += (0.5 if f[:3] in INTERLEAVING_PREFIXES else 1.0) / hits[f]
             fresh = FRESH if e.picks < 8 else 1.0
             favored = 2.0 if i in self._favored else 0.25
             cost = 1.0 / (1.0 + e.steps / 300.0)

@@ -397,6 +397,7 @@ class Mutator:
             ("args", self.change_args, 5.0),
             ("actor", self.toggle_actor, 1.0),
             ("file", self.change_file, 1.0),
+            ("share", self.share, 1.0),
         ]
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -580,6 +581,25 @@ class Mutator:
             p = replace(p, files=FILE_NAMES[: len(p.files) + 1])
         t, i = rng.choice(spots)
         threads[t][i] = replace(threads[t][i], file=rng.choice(p.files))
+        return self._rebuild(p, threads)
+
+    def share(self, rng: random.Random, p: Program) -> Program | None:
+        """Point a syscall of one thread at the file of a syscall in another thread, and half the
+        time at its range (on an end of it, or a byte either side): two threads race only on an
+        object both use, and most pairs of random syscalls share none (Razzer, S&P 2019, and
+        Snowboard, SOSP 2021, pair concurrent inputs by what they share for that reason)."""
+        threads = self._threads(p)
+        spots = [(t, i) for t, th in enumerate(threads) for i in range(len(th)) if th[i].file is not None]
+        pairs = [(a, b) for a in spots for b in spots if a[0] != b[0]]
+        if not pairs:
+            return None
+        (t1, i1), (t2, i2) = rng.choice(pairs)
+        src, call = threads[t1][i1], threads[t2][i2]
+        call = replace(call, file=src.file)
+        if src.off is not None and call.off is not None and rng.random() < 0.5:
+            ends = [src.off] + ([src.off + src.len] if src.len else [])
+            call = replace(call, off=max(0, near(rng, rng.choice(ends))))
+        threads[t2][i2] = call
         return self._rebuild(p, threads)
 
     def toggle_actor(self, rng: random.Random, p: Program) -> Program | None:

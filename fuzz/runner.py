@@ -85,6 +85,8 @@ class _Recorder:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.ops: list[HistoryOp] = []
+        #: user task name -> the file its syscall in progress works on (None between syscalls)
+        self.current: dict[str, str | None] = {}
 
     def record(
         self,
@@ -135,6 +137,7 @@ def _thread(
         invoke = sched.step_no
         slot = len(rec.ops)
         rec.record(tid, seq, sc, invoke, None, None)
+        rec.current[f"T{tid}"] = sc.file
         file = files.get(sc.file) if sc.file is not None else None
         data: bytes | None = None
         out: bytes | None = None
@@ -184,6 +187,7 @@ def _thread(
             result = yield from k.sys_sync()
         else:  # pragma: no cover - remount is handled by the runner, validation rejects others
             raise AssertionError(f"unexpected op {op}")
+        rec.current[f"T{tid}"] = None
         old = rec.ops[slot]
         rec.ops[slot] = HistoryOp(
             index=old.index,

@@ -86,7 +86,9 @@ INF: Final = 1 << 62
 _BIG: Final = 1 << 62
 
 # event kinds
-_W, _Z, _ZG, _G, _T, _S, _PW, _PZ, _PG, _OBS = range(10)
+_W, _Z, _ZG, _G, _T, _S, _PW, _PZ, _PG, _OBS, _OBSZ = range(11)
+#: a read's two observations: the size it sampled (_OBSZ), then the bytes it copied (_OBS)
+_READ_KINDS = frozenset((_OBS, _OBSZ))
 #: the hardware page of a mapped source buffer: a copy from it faults a page at a time
 SOURCE_PAGE = 4096
 #: kinds that may change the size (need the store condition of the partial-order reduction)
@@ -427,8 +429,13 @@ def _events_of(op: HistoryOp, block_size: int | None = None) -> list[_Ev]:
     if name == "pread":
         if op.out is None:
             return []
+        # filemap_read() samples i_size once the folios are uptodate, then copies them without
+        # the folio lock: the bytes it returns may be newer than the size that bounded them (a
+        # write's data already in the folio before its write_end raised i_size; a truncate's
+        # zeroing of the new EOF folio after the read sampled the old size). So the size is
+        # observed at one point and the bytes at the same or a later one, in program order.
         off = op.arg("off")
-        return [_Ev(_OBS, op, a=off, b=off + len(op.out))]
+        return [_Ev(_OBSZ, op, a=off, b=off), _Ev(_OBS, op, a=off, b=off + len(op.out))]
     if name not in ("creat", "pwrite", "truncate", "fallocate"):
         return []
     failed = op.completed and not op.ok
@@ -692,7 +699,7 @@ class _FileSearch:
         self.by_hi_desc = sorted(range(n), key=lambda i: evs[i].hi, reverse=True)
         self.optional = sum(1 << i for i, e in enumerate(evs) if e.optional)
         self.stores = sum(1 << i for i, e in enumerate(evs) if e.kind == _S)
-        self.obs = sum(1 << i for i, e in enumerate(evs) if e.kind == _OBS)
+        self.obs = sum(1 << i for i, e in enumerate(evs) if e.kind in _READ_KINDS)
         # every value the size can take: a size is whatever the last size change set
         points = {len(self.initial)}
         ranges: list[tuple[int, int]] = []
@@ -792,7 +799,7 @@ class _FileSearch:
         """
         e = self.evs[i]
         k = e.kind
-        if k in (_T, _OBS) or r & self.obs:
+        if k in (_T, _OBS, _OBSZ) or r & self.obs:
             return False
         if k != _G and k != _PG and _pieces(u, e.a, e.b):
             return False
@@ -900,9 +907,11 @@ class _FileSearch:
                 if e.grow <= hi:
                     moves.append((0, u, 0 if e.grow >= lo else lo, hi, e.grow))
         elif k == _OBS:
+            moves.append((0, _add(u, *self.read_range), lo, hi, None))
+        elif k == _OBSZ:
             clo, chi = max(lo, self.read_size[0]), min(hi, self.read_size[1])
             if clo <= chi:
-                moves.append((0, _add(u, *self.read_range), clo, chi, None))
+                moves.append((0, u, clo, chi, None))
         return moves
 
     def _store_moves(
@@ -1392,6 +1401,13 @@ def _cut_by_shrink(search: _FileSearch, read: HistoryOp, end: int) -> bool:
     return False
 
 
+def _read_events(search: _FileSearch, read: HistoryOp) -> tuple[int, int]:
+    """The index of ``read``'s byte observation and the bit mask of both its observations."""
+    ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
+    zi = next(i for i, e in enumerate(search.evs) if e.kind == _OBSZ and e.op is read)
+    return ri, 1 << ri | 1 << zi
+
+
 def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bool:
     """Whether each folio of a read that overlaps other ops of the file in time is explained on
     its own: filemap_read() copies folio by folio with no lock that orders it against writers (a
@@ -1413,8 +1429,8 @@ def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bo
     cuts.update(x for x in search.size_points if off < x < off + n)
     if not cuts:
         return False
-    ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
-    start: _State = ((search.full & ~search.obs & ~search.succ[ri]) | 1 << ri, (), 0, INF)
+    ri, bits = _read_events(search, read)
+    start: _State = ((search.full & ~search.obs & ~search.succ[ri]) | bits, (), 0, INF)
     wanted = search.read_size
     try:
         a = off
@@ -1433,7 +1449,7 @@ def _read_by_folio(search: _FileSearch, read: HistoryOp, off: int, n: int) -> bo
 def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mismatch | None:
     assert read.out is not None
     off, length, n = read.arg("off"), read.arg("len"), len(read.out)
-    ri = next(i for i, e in enumerate(search.evs) if e.kind == _OBS and e.op is read)
+    ri, bits = _read_events(search, read)
     search.read_range = (off, off + n)
     if short_reads or n == length or (n and _cut_by_shrink(search, read, off + n)):
         search.read_size = (off + n if n else 0, INF)  # the file held at least the bytes returned
@@ -1442,7 +1458,7 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
     else:
         search.read_size = (0, off)  # nothing returned: at or past EOF
     # the read and everything that may precede it; events that must follow it cannot matter
-    r0 = (search.full & ~search.obs & ~search.succ[ri]) | 1 << ri
+    r0 = (search.full & ~search.obs & ~search.succ[ri]) | bits
     start: _State = (r0, (), 0, INF)
     if _read_by_folio(search, read, off, n):
         return None
@@ -1457,7 +1473,7 @@ def _check_read(search: _FileSearch, read: HistoryOp, short_reads: bool) -> Mism
         order = search.closest(start)
         search.read_size = wanted
     if order is None:
-        order = search.in_order(r0 & ~(1 << ri))
+        order = search.in_order(r0 & ~bits)
     content, tags, _ = search.replay(order)
     expected = bytes(content[off : off + length])
     expected_n = n if short_reads and n <= len(expected) else len(expected)

@@ -164,3 +164,56 @@ def test_runs_without_new_model_coverage_get_a_crash_spot_check(monkeypatch: pyt
     assert shown and not any(f.startswith(("cx:", "ia:", "ix:")) for f in shown[0])
     assert spot.features == full.features and spot.steps == full.steps
     assert {f.signature for f in spot.findings} <= {f.signature for f in full.findings}
+
+
+def _two_writers(file_b: str) -> Any:
+    return load_program(
+        {
+            "format": "blkfuzz-program/1",
+            "files": ["a", "b"],
+            "threads": [
+                [{"op": "pwrite", "file": "a", "off": 0, "len": 8192, "data": {"seed": 1}}],
+                [{"op": "pwrite", "file": file_b, "off": 0, "len": 8192, "data": {"seed": 2}}],
+            ],
+        }
+    )
+
+
+def test_context_pairs_of_threads_on_one_file_are_features_of_their_own() -> None:
+    """Two threads interleaved inside syscalls on the same file show ``cx=:`` pairs (alias
+    coverage); the same interleaving with one thread on another file shows plain ``cx:`` pairs
+    only."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from fuzz.program import load_program_file
+
+    path = Path(__file__).parents[1] / "corpus" / "ext4-inline-write-end-bug-fuzzed-on-ext4-inline-fixed.json"
+    shared = load_program_file(path)
+    apart = replace(
+        shared,
+        files=("a", "b"),
+        threads=(shared.threads[0], tuple(replace(c, file="b") for c in shared.threads[1])),
+    )
+    on_one = evaluate(Candidate(shared, None, "test")).features
+    on_two = evaluate(Candidate(apart, None, "test")).features
+    assert any(f.startswith("cx=:") for f in on_one)
+    assert any(f.startswith("cx:T:") for f in on_two)
+    assert not any(f.startswith("cx=:") for f in on_two)
+
+
+def test_share_points_a_syscall_at_another_threads_file() -> None:
+    import random
+
+    mut = Mutator(Generator([]))
+    prog = _two_writers("b")
+    rng = random.Random(3)
+    children = [mut.share(rng, prog) for _ in range(20)]
+    assert all(c is not None for c in children)
+    assert all({c.threads[0][0].file, c.threads[1][0].file} == {c.threads[0][0].file} for c in children if c)
+    assert any(c.threads[0][0].file == "b" for c in children if c)
+    assert any(c.threads[1][0].file == "a" for c in children if c)
+    single = load_program(
+        {"format": "blkfuzz-program/1", "files": ["a"], "threads": [[{"op": "fsync", "file": "a"}]]}
+    )
+    assert mut.share(rng, single) is None  # one thread: nothing to share with

@@ -151,3 +151,23 @@ def test_io_end_converting_unsubmitted_ranges_leaves_an_extent_past_eof() -> Non
     buggy = judge(program.with_variants([*program.variants, "endio-converts-unsubmitted"]))
     assert [f.category for f in buggy.findings][:1] == ["fsck"], buggy.render(path.name)
     assert any("extent-past-eof" in f.title for f in buggy.findings)
+
+
+def test_zeroout_at_io_completion_spares_blocks_another_io_end_wrote() -> None:
+    """A conversion that cannot split its extent zeroes the rest of it; blocks another writeback
+    wrote and has not converted yet must keep their data (ext4_ext_zeroout_filter())."""
+    path = Path(__file__).parent / "programs" / "soundness" / "zeroout-spares-pending-io.json"
+    program = load_program_file(path)
+    assert judge(program).clean
+    buggy = judge(program.with_variants([*program.variants, "zeroout-wipes-pending-io"]))
+    assert "final content: zeros instead of pwrite data" in [f.title for f in buggy.findings]
+
+
+def test_fallocate_zeroes_the_old_eof_tail_before_the_size_grows() -> None:
+    """A size-extending fallocate must not let a read see mmap stores past the old EOF as file
+    data between raising i_size and zeroing the tail (ext4_alloc_extend_size())."""
+    path = Path(__file__).parent / "programs" / "soundness" / "fallocate-zeroes-tail-before-size.json"
+    program = load_program_file(path)
+    assert judge(program).clean
+    buggy = judge(program.with_variants([*program.variants, "fallocate-zero-after-size"]))
+    assert [f.title for f in buggy.findings] == ["pread: stale mwrite data instead of hole zeros"]

@@ -622,3 +622,22 @@ def test_a_read_may_see_a_mapped_source_write_end_at_a_source_page_boundary():
 
     assert reads(mapped=True) == []
     assert [m.title() for m in reads(mapped=False)] == ["pread: wrong length"]
+
+
+def test_a_read_may_copy_bytes_newer_than_the_size_it_sampled():
+    """filemap_read() samples i_size, then copies without the folio lock: it may return a growing
+    write's bytes cut at the old size (the data is in the folio before write_end raises i_size),
+    or a shrinking truncate's zeros up to the old size -- but never a new size with old bytes."""
+    grow = mk(0, "pwrite", 0, 0, 0, 10, off=0, len=4, data=b"WXYZ", result=4)
+    read = mk(1, "pread", 1, 0, 2, 8, off=0, len=8, result=2, out=b"WX")
+    assert check_reads(History(("a",), (grow, read), {"a": b"ab"})) == []
+    assert brute_force_read_ok(History(("a",), (grow, read), {"a": b"ab"}), 1)
+    stale = dataclasses.replace(read, out=b"abYZ", result=4)
+    (mm,) = check_reads(History(("a",), (grow, stale), {"a": b"ab"}))
+    assert mm.read is not None and mm.read.index == 1
+    shrink = mk(0, "truncate", 0, 0, 0, 10, size=1, result=0)
+    zeros = mk(1, "pread", 1, 0, 2, 8, off=0, len=4, result=3, out=b"a\0\0")
+    assert check_reads(History(("a",), (shrink, zeros), {"a": b"abc"})) == []
+    # after the truncate returned, nothing of the old size is left to sample
+    late = mk(1, "pread", 1, 0, 11, 12, off=0, len=4, result=3, out=b"a\0\0")
+    assert check_reads(History(("a",), (shrink, late), {"a": b"abc"}))

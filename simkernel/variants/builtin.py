@@ -362,6 +362,39 @@ class EndioConvertsUnsubmitted(Variant):
         return list(io_end.list_vec)
 
 
+class ZerooutWipesPendingIo(Variant):
+    name = "zeroout-wipes-pending-io"
+    description = (
+        "the zeroout fallback of a conversion at IO completion zeroes every other block of the "
+        "unwritten extent, as Linux's ext4_split_extent_at() does when the split cannot get a tree "
+        "block: blocks another writeback io_end wrote and has not converted yet (the two "
+        "writebacks' extents merged) lose their data"
+    )
+    kind = "bug"
+    requires = {"write_path": "ext4"}
+
+    def ext4_ext_zeroout_filter(self, inode: Any, lblks: list[int]) -> list[int] | None:
+        return list(lblks)
+
+
+class FallocateZeroAfterSize(Variant):
+    name = "fallocate-zero-after-size"
+    description = (
+        "a size-extending fallocate in Linux's order (ext4_alloc_file_blocks(), 6.11+): i_size "
+        "grows first and the old EOF block's tail is zeroed after, so a read in between returns "
+        "mmap stores that landed past the old EOF as file data"
+    )
+    kind = "bug"
+
+    def ext4_alloc_extend_size(self, handle: Any, inode: Any, epos: int) -> KGen:
+        """Raise i_size, then zero the exposed tail."""
+        old_size = inode.i_size
+        inode.i_size = epos
+        self.ext4_update_i_disksize(inode, epos)
+        yield from self.pagecache_isize_extended(inode, old_size, epos)
+        return (yield from self.ext4_zero_partial_blocks(handle, inode, old_size, epos - old_size))
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -378,4 +411,6 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     PartialFolioNotSubmitted,
     InlineReadWipesBlock,
     EndioConvertsUnsubmitted,
+    ZerooutWipesPendingIo,
+    FallocateZeroAfterSize,
 )

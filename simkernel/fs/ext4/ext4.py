@@ -116,6 +116,9 @@ class Ext4InodeInfo(Inode):
         self.i_ext_tree_blocks: list[int] = []
         #: extent status tree, delayed part: logical blocks with a delalloc reservation
         self.i_es_delayed: set[int] = set()
+        #: io_ends that submitted a bio and are not released yet, in submission order (what
+        #: Linux's i_unwritten counted): a zeroout must not wipe what they wrote
+        self.i_io_ends: list[Any] = []
         #: bumped on every change of the mapping (what an iomap validity cookie samples)
         self.i_es_seq = 0
         self.i_reserved_data_blocks = 0

@@ -38,6 +38,7 @@ from simkernel.fs.ext4.ext4 import (
 from simkernel.fs.vfs import EFBIG, EINVAL, ENOSPC, EOPNOTSUPP, File
 from simkernel.kernel.base import KernelBase
 from simkernel.kernel.sched import KGen
+from simkernel.mm.filemap import FGP_CREAT, FGP_LOCK
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -45,6 +46,17 @@ FALLOC_FL_ZERO_RANGE = 0x10
 
 #: the largest logical block (2^32 - 1): s_maxbytes for extent files
 EXT_MAX_BLOCKS = (1 << 32) - 1
+
+
+def _runs(blocks: list[int]) -> list[tuple[int, int]]:
+    """Sorted block numbers as runs ``(first, count)``."""
+    out: list[tuple[int, int]] = []
+    for b in blocks:
+        if out and out[-1][0] + out[-1][1] == b:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((b, 1))
+    return out
 
 
 class Ext4Extents(KernelBase):
@@ -251,7 +263,11 @@ class Ext4Extents(KernelBase):
             return -ENOSPC
         first, count, pblk = ext.lblk, ext.len, ext.pblk
         if to_written:
-            zero = [(pblk, lblk - first), (pblk + lblk - first + n, first + count - lblk - n)]
+            around = [*range(first, lblk), *range(lblk + n, first + count)]
+            keep = self.ext4_ext_zeroout_filter(inode, around)
+            if keep is None:
+                return -ENOSPC
+            zero = [(pblk + b - first, m) for b, m in _runs(keep)]
         else:
             zero = [(pblk + lblk - first, n)]
         self.cov(f"ext4:convert:zeroout:{'written' if to_written else 'unwritten'}")
@@ -276,6 +292,23 @@ class Ext4Extents(KernelBase):
         map.m_len = n
         map.m_flags = EXT4_MAP_MAPPED
         return n
+
+    def ext4_ext_zeroout_filter(self, inode: Ext4InodeInfo, lblks: list[int]) -> list[int] | None:
+        """Which of the unwritten blocks around a conversion the zeroout may zero: not those a
+        writeback io_end wrote whose own conversion is still pending (their data is on disk; the
+        whole-extent flip makes it readable, as that conversion would), and none at all (None:
+        the conversion fails with -ENOSPC) while a bio of an io_end is still in flight there
+        (zeros and data would race to the disk). Two writebacks' unwritten extents can share
+        one extent: a merge joins them whatever IO is pending (Linux dropped the i_unwritten
+        check from ext4_can_extents_be_merged()). Linux zeroes them all (variant
+        ``zeroout-wipes-pending-io``): a completed but unconverted neighbour's data is lost."""
+        written: set[int] = set()
+        for io_end in inode.i_io_ends:
+            mine = io_end.written.intersection(lblks)
+            if mine and io_end.count:
+                return None
+            written |= mine
+        return [b for b in lblks if b not in written]
 
     def ext4_ext_find_goal(self, inode: Ext4InodeInfo, lblk: int) -> int:
         """ext4_ext_find_goal(): continue the physical run of the nearest preceding extent."""
@@ -372,6 +405,36 @@ class Ext4Extents(KernelBase):
 
     # -- fallocate (extents.c) -----------------------------------------------------------------------
 
+    def ext4_alloc_extend_size(self, handle: Any, inode: Ext4InodeInfo, epos: int) -> KGen:
+        """Raise i_size to ``epos`` over blocks fallocate just allocated. "ext4: partial zero eof
+        block on unaligned inode size extension" (6.11): the old EOF block's tail (mmap stores
+        past EOF) must read as zeros inside the file. Here it is zeroed first, with the old EOF
+        folio locked and write-protected until the size has grown, so neither a lockless read
+        nor a store sees the tail inside the file unzeroed. Not Linux's order: its
+        ext4_alloc_file_blocks() raises i_size, then zeroes (pagecache_isize_extended(),
+        ext4_zero_partial_blocks()), and a read in between returns the stale stores (variant
+        ``fallocate-zero-after-size``)."""
+        old_size = inode.i_size
+        ps = self.page_size
+        folio = None
+        if old_size % ps:
+            fgp = FGP_LOCK | (FGP_CREAT if self.config.write_path == "ext4" else 0)
+            folio = yield from self._filemap_get_folio(inode.i_mapping, old_size // ps, fgp)
+        zero_end = epos
+        if folio is not None:
+            if self.config.write_path == "iomap":
+                zero_end = old_size if self.iomap_zero_eof_gap_locked(inode, folio, old_size, epos) else epos
+            else:
+                zero_end = yield from self.ext4_zero_eof_gap_locked(inode, folio, old_size, epos)
+        inode.i_size = epos
+        self.ext4_update_i_disksize(inode, epos)
+        if folio is not None:
+            self.folio_unlock(folio)
+        if zero_end > old_size:
+            yield from self.pagecache_isize_extended(inode, old_size, epos)
+            return (yield from self.ext4_zero_partial_blocks(handle, inode, old_size, zero_end - old_size))
+        return 0
+
     def ext4_alloc_file_blocks(self, file: File, lblk: int, length: int, new_size: int, flags: int) -> KGen:
         """ext4_alloc_file_blocks(): map [lblk, lblk+length) as unwritten, extending i_size if asked."""
         inode: Ext4InodeInfo = file.f_inode  # type: ignore[assignment]
@@ -390,13 +453,7 @@ class Ext4Extents(KernelBase):
             length -= ret
             epos = min(lblk * bs, new_size) if new_size else 0
             if new_size and epos > inode.i_size:
-                old_size = inode.i_size
-                inode.i_size = epos
-                self.ext4_update_i_disksize(inode, epos)
-                # "ext4: partial zero eof block on unaligned inode size extension" (6.11): the
-                # old EOF block's tail (mmap stores past EOF) must read as zeros inside the file
-                yield from self.pagecache_isize_extended(inode, old_size, epos)
-                ret = yield from self.ext4_zero_partial_blocks(handle, inode, old_size, epos - old_size)
+                ret = yield from self.ext4_alloc_extend_size(handle, inode, epos)
                 if ret:
                     self.ext4_journal_stop(handle)
                     return ret

@@ -49,6 +49,8 @@ class IoEnd:
     failed: bool = False
     error: int = 0
     count: int = 1  # references: one per bio in flight + the submitter's
+    #: on ``inode.i_io_ends`` (from its first bio until it is released)
+    tracked: bool = False
 
 
 @dataclass
@@ -402,6 +404,9 @@ class Ext4PageIO(KernelBase):
         lblks = [folio.pos // bs + bh.b_offset // bs for _, folio, bh in mpd.bio_blocks]
         io_end.count += 1
         io_end.written.update(lblks)
+        if not io_end.tracked:
+            io_end.tracked = True
+            inode.i_io_ends.append(io_end)
         bio = Bio(
             REQ_OP_WRITE,
             start * (bs // SECTOR_SIZE),
@@ -455,6 +460,9 @@ class Ext4PageIO(KernelBase):
 
     def ext4_release_io_end(self, io_end: IoEnd) -> None:
         """ext4_release_io_end() -> ext4_finish_bio(): end writeback on every folio."""
+        if io_end.tracked:
+            io_end.tracked = False
+            io_end.inode.i_io_ends = [e for e in io_end.inode.i_io_ends if e is not io_end]
         for folio, _bhs in io_end.folios:
             if io_end.failed:
                 folio.error = True
