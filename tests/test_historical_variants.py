@@ -171,3 +171,14 @@ def test_fallocate_zeroes_the_old_eof_tail_before_the_size_grows() -> None:
     assert judge(program).clean
     buggy = judge(program.with_variants([*program.variants, "fallocate-zero-after-size"]))
     assert [f.title for f in buggy.findings] == ["pread: stale mwrite data instead of hole zeros"]
+
+
+def test_truncate_up_zeroes_the_old_eof_folio_before_the_size_grows() -> None:
+    """A truncate up must zero the old EOF folio's post-EOF part before writeback can see the new
+    size: writeback in between writes the stale mmap stores as file data and cleans the folio,
+    so pagecache_isize_extended() skips it (ext4_setattr_extend_size())."""
+    path = Path(__file__).parent / "programs" / "soundness" / "truncate-up-zeroes-folio-before-size.json"
+    program = load_program_file(path)
+    assert judge(program).clean
+    buggy = judge(program.with_variants([*program.variants, "truncate-up-zero-after-size"]))
+    assert [f.title for f in buggy.findings] == ["final content: stale mwrite data instead of hole zeros"]

@@ -395,6 +395,27 @@ class FallocateZeroAfterSize(Variant):
         return (yield from self.ext4_zero_partial_blocks(handle, inode, old_size, epos - old_size))
 
 
+class TruncateUpZeroAfterSize(Variant):
+    name = "truncate-up-zero-after-size"
+    description = (
+        "a truncate up in Linux's order (ext4_setattr(), 6.12's pagecache_isize_extended()): "
+        "i_size grows first and the old EOF folio's post-EOF part is zeroed after, only if the "
+        "folio is still dirty; writeback in between writes or cleans it with the new size and the "
+        "mmap stores that landed past the old EOF become file data"
+    )
+    kind = "bug"
+
+    def ext4_setattr_extend_size(self, handle: Any, inode: Any, size: int) -> KGen:
+        """Raise the size, then pagecache_isize_extended()."""
+        oldsize = inode.i_size
+        yield from self.down_write(inode.i_data_sem)
+        inode.i_disksize = size
+        self.ext4_mark_inode_dirty(handle, inode)
+        inode.i_size = size
+        self.up_write(inode.i_data_sem)
+        yield from self.pagecache_isize_extended(inode, oldsize, size)
+
+
 BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     IomapWithCookie,
     IomapNoCookie,
@@ -413,4 +434,5 @@ BUILTIN_VARIANTS: tuple[type[Variant], ...] = (
     EndioConvertsUnsubmitted,
     ZerooutWipesPendingIo,
     FallocateZeroAfterSize,
+    TruncateUpZeroAfterSize,
 )

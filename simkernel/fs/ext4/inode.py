@@ -859,20 +859,46 @@ class Ext4Inode(KernelBase):
                     # stale tail past the new EOF shows again when the file grows over it.
                     self.ext4_journal_stop(handle)
                     return err
-                yield from self.down_write(inode.i_data_sem)
-                inode.i_disksize = size
-                self.ext4_mark_inode_dirty(handle, inode)
-                inode.i_size = size
-                self.up_write(inode.i_data_sem)
+                if shrink:
+                    yield from self.down_write(inode.i_data_sem)
+                    inode.i_disksize = size
+                    self.ext4_mark_inode_dirty(handle, inode)
+                    inode.i_size = size
+                    self.up_write(inode.i_data_sem)
+                else:
+                    yield from self.ext4_setattr_extend_size(handle, inode, size)
                 self.ext4_journal_stop(handle)
-                if not shrink:
-                    yield from self.pagecache_isize_extended(inode, oldsize, inode.i_size)
             yield from self.truncate_pagecache(inode, inode.i_size)
             if size <= oldsize:
                 yield from self.ext4_truncate(inode)
             return 0
         finally:
             self.up_write(mapping.invalidate_lock)
+
+    def ext4_setattr_extend_size(self, handle: Any, inode: Ext4InodeInfo, size: int) -> KGen:
+        """Raise i_size and i_disksize to ``size`` for a truncate up, after the old EOF block's
+        tail was zeroed. The rest of the old EOF folio past EOF (whole blocks, holes on disk, that
+        may hold mmap stores) is zeroed first, with the folio locked and write-protected until the
+        size has grown. Not Linux's order: ext4_setattr() raises i_size, then
+        pagecache_isize_extended() zeroes that part only if the folio is still dirty -- writeback
+        in between sees the new size, writes or cleans the folio without zeroing it, and the stale
+        stores become file data (variant ``truncate-up-zero-after-size``)."""
+        oldsize = inode.i_size
+        folio = None
+        if oldsize % self.page_size:
+            folio = yield from self._filemap_get_folio(inode.i_mapping, oldsize // self.page_size, FGP_LOCK)
+        if folio is not None:
+            self.folio_zero_exposed_locked(folio, oldsize, size)
+        yield from self.down_write(inode.i_data_sem)
+        inode.i_disksize = size
+        self.ext4_mark_inode_dirty(handle, inode)
+        inode.i_size = size
+        self.up_write(inode.i_data_sem)
+        if folio is not None:
+            self.folio_unlock(folio)
+        else:
+            # no folio then; one a fault created since is what pagecache_isize_extended() is for
+            yield from self.pagecache_isize_extended(inode, oldsize, size)
 
     def ext4_setattr_zero_eof_tail(self, handle: Any, inode: Ext4InodeInfo, frm: int) -> KGen:
         """Zero ``[frm, end of its block)`` -- the old EOF block's tail before the file grows, or the
