@@ -155,7 +155,11 @@ class Scheduler:
         self.chooser = chooser
         #: the machine's background actions; the flag says whether tasks are runnable (see _options)
         self.actions = actions
+        #: every task spawned, in tid order (finished ones too: directed schedules ask about them)
         self.tasks: list[Task] = []
+        #: the unfinished ones, in tid order -- what every step scans (finished workers pile up in
+        #: ``tasks``: each IO completion and journal commit is a task of its own)
+        self.live: list[Task] = []
         self.current: Task | None = None
         self.step_no = 0
         self.max_steps = max_steps
@@ -180,6 +184,7 @@ class Scheduler:
         task = Task(self._next_tid, name, gen, kind)
         self._next_tid += 1
         self.tasks.append(task)
+        self.live.append(task)
         return task
 
     def wake_up(self, wq: WaitQueue) -> None:
@@ -193,7 +198,9 @@ class Scheduler:
         wq.waiters.clear()
 
     def live_tasks(self, kind: str | None = None) -> list[Task]:
-        return [t for t in self.tasks if t.state != DONE and (kind is None or t.kind == kind)]
+        if kind is None:
+            return list(self.live)
+        return [t for t in self.live if t.kind == kind]
 
     # -- reports -------------------------------------------------------------------------------------
 
@@ -213,7 +220,7 @@ class Scheduler:
 
     def _runnable_order(self) -> list[Task]:
         """Runnable tasks, round-robin from the one after the current task (by tid)."""
-        runnable = [t for t in self.tasks if t.state == RUNNABLE]
+        runnable = [t for t in self.live if t.state == RUNNABLE]
         cur = self.current
         if cur is None or not runnable:
             return runnable
@@ -275,10 +282,12 @@ class Scheduler:
             value = task.gen.send(None)
         except StopIteration as stop:
             task.state = DONE
+            self.live.remove(task)
             task.result = stop.value
             return
         except KernelBug as bug:
             task.state = DONE
+            self.live.remove(task)
             self.report(bug.report)
             self.stopped = True
             return
@@ -315,9 +324,8 @@ class Scheduler:
         """Unwind every unfinished task (a stopped machine): close each generator as *its* task, so
         cleanup code runs with the right ``current`` now rather than at garbage collection."""
         self.closing = True
-        for task in self.tasks:
-            if task.state == DONE:
-                continue
+        while self.live:
+            task = self.live.pop(0)
             self.current = task
             # unwinding a dead machine: whatever cleanup code raises, there is nothing to report
             with contextlib.suppress(Exception):
@@ -349,7 +357,7 @@ class Scheduler:
 
     def wait_for_cycle(self) -> list[Task]:
         """A cycle in the wait-for graph (task -> holders of what it waits on), if any."""
-        blocked = [t for t in self.tasks if t.state == BLOCKED]
+        blocked = [t for t in self.live if t.state == BLOCKED]
         edges: dict[int, list[Task]] = {}
         for t in blocked:
             assert t.wait is not None
@@ -368,7 +376,7 @@ class Scheduler:
         return []
 
     def _deadlock(self) -> None:
-        blocked = [t for t in self.tasks if t.state == BLOCKED]
+        blocked = [t for t in self.live if t.state == BLOCKED]
         if not blocked:
             return
         cycle = self.wait_for_cycle()
