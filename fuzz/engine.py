@@ -37,6 +37,7 @@ Plain random baseline
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -46,6 +47,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fuzz.generate import Generator, uniform_schedule
 from fuzz.mutate import Mutator, Plan, PlanChooser, perturb_plan, perturb_schedule, random_plan, trim_schedule
@@ -200,6 +203,8 @@ class Candidate:
     parent: int = -1
     #: total scheduler steps of its run (the cost measure: deterministic, unlike seconds)
     steps: int = 0
+    #: its features as engine feature ids (for weighing the corpus in bulk)
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -321,6 +326,8 @@ class Entry:
     parent: int = -1
     #: total scheduler steps of its run (the cost measure: deterministic, unlike seconds)
     steps: int = 0
+    #: its features as engine feature ids (for weighing the corpus in bulk)
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -438,6 +445,10 @@ class Engine:
         #: feature -> index of the cheapest corpus entry showing it; the favored entries
         self._best_for: dict[str, int] = {}
         self._favored: set[int] = set()
+        #: feature -> id, and per id its name and weight (interleaving features count half)
+        self._fid: dict[str, int] = {}
+        self._fnames: list[str] = []
+        self._fscale: list[float] = []
         #: the programs run, in order (digests), when ``record`` is on (for determinism tests)
         self.record = False
         self.history: list[str] = []
@@ -462,19 +473,38 @@ class Engine:
         it is new, a bonus if it is the cheapest entry for some feature (AFL's "favored"), a penalty
         for long runs, and a decay with the number of times it was picked."""
         self._cum = []
-        self._extend_weights()
+        # a full pass costs (corpus x features): one table of 1/hits per feature id, gathered per
+        # entry with numpy; math.fsum makes each sum exact, so it does not depend on the order of
+        # a frozenset (that is, on PYTHONHASHSEED)
+        hits = self.hits
+        inv = np.fromiter((hits[f] for f in self._fnames), dtype=np.float64, count=len(self._fnames))
+        inv = np.asarray(self._fscale, dtype=np.float64) / inv
+        self._extend_weights(inv)
         self._refreshed_at = self.stats.executions
 
-    def _extend_weights(self) -> None:
-        """Weigh the entries past the end of the cumulative table (all of them after a reset)."""
+    def _feature_ids(self, features: frozenset[str]) -> np.ndarray:
+        fid = self._fid
+        for f in features:
+            if f not in fid:
+                fid[f] = len(self._fnames)
+                self._fnames.append(f)
+                self._fscale.append(0.5 if f[:3] in INTERLEAVING_PREFIXES else 1.0)
+        return np.fromiter((fid[f] for f in features), dtype=np.int64, count=len(features))
+
+    def _extend_weights(self, inv: np.ndarray | None = None) -> None:
+        """Weigh the entries past the end of the cumulative table (all of them after a reset;
+        ``inv``: the per-feature 1/hits table then)."""
         hits = self.hits
         cum = self._cum
         total = cum[-1] if cum else 0.0
         for i in range(len(cum), len(self.corpus)):
             e = self.corpus[i]
-            rarity = 0.0
-            for f in e.features:
-                rarity += (0.5 if f[:3] in INTERLEAVING_PREFIXES else 1.0) / hits[f]
+            if inv is not None:
+                rarity = math.fsum(inv[e.ids].tolist())
+            else:
+                rarity = math.fsum(
+                    (0.5 if f[:3] in INTERLEAVING_PREFIXES else 1.0) / hits[f] for f in e.features
+                )
             fresh = FRESH if e.picks < 8 else 1.0
             favored = 2.0 if i in self._favored else 0.25
             cost = 1.0 / (1.0 + e.steps / 300.0)
@@ -583,6 +613,7 @@ class Engine:
                     origin=cand.origin,
                     parent=cand.parent,
                     steps=out.steps,
+                    ids=self._feature_ids(out.features),
                 )
             )
             idx = len(self.corpus) - 1

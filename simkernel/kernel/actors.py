@@ -42,13 +42,16 @@ class Actors(KernelBase):
         if sb is None:
             return acts
         if "writeback" in enabled:
-            dirty = [ino for ino in sorted(sb.s_inodes) if sb.s_inodes[ino].i_mapping.dirty_indices()]
+            dirty = []
+            for ino in sorted(sb.s_inodes):
+                indices = sb.s_inodes[ino].i_mapping.dirty_indices()
+                if indices:
+                    dirty.append((ino, indices))
             if dirty:
                 acts.append(Action("writeback all", self._writeback_action(None, None), "writeback"))
-            for ino in dirty:
-                inode = sb.s_inodes[ino]
+            for ino, indices in dirty:
                 acts.append(Action(f"writeback ino={ino}", self._writeback_action(ino, None), "writeback"))
-                for index in inode.i_mapping.dirty_indices():
+                for index in indices:
                     acts.append(
                         Action(
                             f"writeback ino={ino} folio={index}",
