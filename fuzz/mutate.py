@@ -159,38 +159,47 @@ class PlanChooser:
         return p
 
     def choose_option(self, options: list[Any]) -> int:
+        """Pick among ``options`` (the runnable tasks first, then the background actions)."""
+        n = sum(1 for o in options if isinstance(o, Task))
+        acts = options[n:]
+        return self.choose_split(options[:n], lambda: acts)
+
+    def choose_split(self, tasks: list[Task], actions: Callable[[], list[Any]]) -> int:
+        """Pick an option: an index into ``tasks + actions()``. ``actions`` is only called when
+        the plan may fire one (a planned action due, a noise draw, or no task runnable): most
+        steps run a task, and the scheduler enumerates the actions lazily for that reason."""
         step = self.pos
         self.pos += 1
         while self.next_action < len(self.actions) and self.actions[self.next_action][0] <= step:
             _, kind_pick, opt_pick = self.actions[self.next_action]
             self.pending.append((kind_pick, opt_pick))
             self.next_action += 1
-        tasks = [(i, o) for i, o in enumerate(options) if isinstance(o, Task)]
         if step in self.changes and tasks:
             # PCT change point: the task that would run now drops below everyone
-            best = max(tasks, key=lambda io: self._priority(io[1]))
+            best = max(tasks, key=self._priority)
             self.low -= 1.0
-            self.prio[best[1].tid] = self.low
+            self.prio[best.tid] = self.low
         idx = 0
+        n = len(tasks)
         if self.pending:
-            groups = _action_groups(options)
+            groups = _action_groups(actions())
             if groups:
                 kind_pick, opt_pick = self.pending.pop(0)
                 group = groups[kind_pick % len(groups)]
-                idx = group[opt_pick % len(group)]
+                idx = n + group[opt_pick % len(group)]
                 self.decisions.append(idx)
                 return idx
         if self.plan.noise and self.rng.random() < self.plan.noise:
-            groups = _action_groups(options)
+            groups = _action_groups(actions())
             if groups:
                 group = groups[self.rng.randrange(len(groups))]
-                idx = group[self.rng.randrange(len(group))]
+                idx = n + group[self.rng.randrange(len(group))]
                 self.decisions.append(idx)
                 return idx
         if tasks:
             # the highest priority; ties go to the earlier option (the current task first)
-            best_p = max(self._priority(o) for _, o in tasks)
-            idx = next(i for i, o in tasks if self._priority(o) == best_p)
+            best_p = max(self._priority(t) for t in tasks)
+            idx = next(i for i, t in enumerate(tasks) if self._priority(t) == best_p)
         self.decisions.append(idx)
         return idx
 

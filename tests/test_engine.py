@@ -8,7 +8,7 @@ import pytest
 
 from fuzz.engine import Candidate, Engine, evaluate
 from fuzz.generate import Generator
-from fuzz.mutate import Mutator, Plan, perturb_plan, random_plan
+from fuzz.mutate import Mutator, Plan, PlanChooser, perturb_plan, random_plan
 from fuzz.program import load_program
 from fuzz.verdict import judge
 
@@ -217,3 +217,41 @@ def test_share_points_a_syscall_at_another_threads_file() -> None:
         {"format": "blkfuzz-program/1", "files": ["a"], "threads": [[{"op": "fsync", "file": "a"}]]}
     )
     assert mut.share(rng, single) is None  # one thread: nothing to share with
+
+
+def test_a_plan_enumerates_the_background_actions_only_when_it_may_fire_one() -> None:
+    """PlanChooser.choose_split: a step that runs a task does not ask for the actions (the
+    scheduler builds that list lazily); a planned action does, and its index counts after the
+    tasks, as in the full option list."""
+    from simkernel.kernel.sched import Action, Task
+
+    def gen() -> Any:
+        yield
+
+    tasks = [Task(0, "T0", "user", gen()), Task(1, "T1", "user", gen())]
+    acts = [Action("drop_caches", lambda: None, "drop_caches")]
+    asked: list[int] = []
+
+    def actions() -> list[Action]:
+        asked.append(1)
+        return acts
+
+    chooser = PlanChooser(Plan((0, 1), actions=((2, 0, 0),)))
+    assert [chooser.choose_split(tasks, actions) for _ in range(2)] == [1, 1]  # T1: higher priority
+    assert not asked
+    assert chooser.choose_split(tasks, actions) == 2  # the planned action, after the two tasks
+    assert asked
+    full = PlanChooser(Plan((0, 1), actions=((2, 0, 0),)))
+    assert [full.choose_option([*tasks, *acts]) for _ in range(3)] == chooser.decisions
+
+
+def test_lockdep_keeps_a_stack_only_for_a_new_dependency() -> None:
+    from simkernel.locking.lockdep import Lockdep
+
+    dep = Lockdep()
+    held = [(object(), "A", False)]
+    assert dep.would_record(held, "B")
+    assert dep.acquire(held, "B", read=False, task="T0", step=1, stack=["f"]) is None
+    assert not dep.would_record(held, "B")  # the edge A -> B is known: nothing to record
+    assert dep.would_record(held, "A")  # recursive locking, not reported yet
+    assert dep.would_record([(object(), "B", False)], "A")  # B -> A would close a cycle

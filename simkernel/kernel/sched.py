@@ -243,8 +243,27 @@ class Scheduler:
             return False
         cur = self.current
         pick: Task | Action
+        split = getattr(self.chooser, "choose_split", None)
         choose = getattr(self.chooser, "choose_option", None)
-        if choose is not None:
+        if split is not None:
+            # a planning chooser sees the runnable tasks, and the background actions only when it
+            # asks: it picks a task at most steps, and enumerating the actions (every dirty folio,
+            # every evictable one) was a tenth of a run's time. The options are the same list
+            # either way (tasks first), so a decision index means the same thing
+            tasks = self._runnable_order()
+            acts: list[Action] | None = None
+
+            def actions() -> list[Action]:
+                nonlocal acts
+                if acts is None:
+                    acts = self.actions(bool(tasks))
+                return acts
+
+            if not tasks and not actions():
+                return False
+            idx = split(tasks, actions)
+            pick = tasks[idx] if idx < len(tasks) else actions()[idx - len(tasks)]
+        elif choose is not None:
             # a directed chooser (an authoring tool) sees the options and picks one by intent
             options = self._options()
             if not options:
@@ -252,9 +271,17 @@ class Scheduler:
             pick = options[choose(options) % len(options)]
         else:
             d = self.chooser.next_decision() or 0
-            if d == 0 and cur is not None and cur.state == RUNNABLE:
-                # the fast path: no need to enumerate options
-                pick = cur
+            first = None
+            if d == 0:
+                if cur is not None and cur.state == RUNNABLE:
+                    # the fast path: no need to enumerate options
+                    first = cur
+                else:
+                    # option 0 is the first runnable task (the actions come after the tasks)
+                    runnable = self._runnable_order()
+                    first = runnable[0] if runnable else None
+            if first is not None:
+                pick = first
             else:
                 options = self._options()
                 if not options:

@@ -73,6 +73,18 @@ class Lockdep:
             frontier = nxt
         return None
 
+    def would_record(self, held: list[tuple[object, str, bool]], cls: str) -> bool:
+        """Whether :meth:`acquire` would record anything for ``cls`` under ``held``: a dependency
+        not in the graph yet, or a recursive acquisition not reported yet."""
+        graph = self.graph
+        for _lock, prev, _prev_read in held:
+            if prev == cls:
+                if frozenset({cls}) not in self.reported:
+                    return True
+            elif cls not in graph.get(prev, ()):
+                return True
+        return False
+
     def acquire(
         self,
         held: list[tuple[object, str, bool]],
