@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -20,10 +21,23 @@ from fuzz.mutate import PlanChooser, random_plan
 from fuzz.runner import execute
 
 
-class EagerPlanChooser(PlanChooser):
-    """The baseline: the same plan, shown every option (tasks and all background actions)."""
+class EagerPlanChooser:
+    """The baseline: the same plan, shown every option (tasks and all background actions): only
+    ``choose_option`` is offered to the scheduler."""
 
-    choose_split = None  # type: ignore[assignment]
+    def __init__(self, plan: Any) -> None:
+        self.inner = PlanChooser(plan)
+
+    def choose_option(self, options: list[Any]) -> int:
+        return self.inner.choose_option(options)
+
+    @property
+    def pos(self) -> int:
+        return self.inner.pos
+
+    @property
+    def decisions(self) -> list[int]:
+        return self.inner.decisions
 
 
 def bare_loop(steps: int) -> float:
@@ -65,7 +79,7 @@ def main() -> None:
     rng = random.Random(0)
     plans = [random_plan(rng, prog.n_threads, steps, len(prog.actors)) for _ in range(20)]
 
-    def planned(cls: type[PlanChooser]) -> tuple[float, list[tuple[int, ...]]]:
+    def planned(cls: type[PlanChooser] | type[EagerPlanChooser]) -> tuple[float, list[tuple[int, ...]]]:
         t0 = time.perf_counter()
         scheds = []
         for plan in plans:

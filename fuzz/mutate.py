@@ -162,15 +162,12 @@ class PlanChooser:
         """Pick among ``options`` (the runnable tasks first, then the background actions)."""
         n = sum(1 for o in options if isinstance(o, Task))
         acts = options[n:]
-        return self._choose(options[:n], lambda: acts)
+        return self.choose_split(options[:n], lambda: acts)
 
     def choose_split(self, tasks: list[Task], actions: Callable[[], list[Any]]) -> int:
         """Pick an option: an index into ``tasks + actions()``. ``actions`` is only called when
         the plan may fire one (a planned action due, a noise draw, or no task runnable): most
         steps run a task, and the scheduler enumerates the actions lazily for that reason."""
-        return self._choose(tasks, actions)
-
-    def _choose(self, tasks: list[Task], actions: Callable[[], list[Any]]) -> int:
         step = self.pos
         self.pos += 1
         while self.next_action < len(self.actions) and self.actions[self.next_action][0] <= step:

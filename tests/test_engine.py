@@ -245,13 +245,22 @@ def test_a_plan_enumerates_the_background_actions_only_when_it_may_fire_one() ->
     assert [full.choose_option([*tasks, *acts]) for _ in range(3)] == chooser.decisions
 
 
-def test_lockdep_keeps_a_stack_only_for_a_new_dependency() -> None:
+def test_lockdep_walks_the_stack_only_for_a_new_dependency() -> None:
     from simkernel.locking.lockdep import Lockdep
 
     dep = Lockdep()
-    held = [(object(), "A", False)]
-    assert dep.would_record(held, "B")
-    assert dep.acquire(held, "B", read=False, task="T0", step=1, stack=["f"]) is None
-    assert not dep.would_record(held, "B")  # the edge A -> B is known: nothing to record
-    assert dep.would_record(held, "A")  # recursive locking, not reported yet
-    assert dep.would_record([(object(), "B", False)], "A")  # B -> A would close a cycle
+    walks: list[int] = []
+
+    def stack() -> list[str]:
+        walks.append(1)
+        return ["f"]
+
+    a, b = [(object(), "A", False)], [(object(), "B", False)]
+    assert dep.acquire(a, "B", read=False, task="T0", step=1, stack=stack) is None
+    assert len(walks) == 1 and dep.graph["A"]["B"].stack == ["f"]
+    assert dep.acquire(a, "B", read=False, task="T0", step=2, stack=stack) is None
+    assert len(walks) == 1  # the edge A -> B is known: nothing to record, no walk
+    rep = dep.acquire(b, "A", read=False, task="T1", step=3, stack=stack)  # B -> A closes a cycle
+    assert rep is not None and rep.stack == ["f"] and len(walks) == 2
+    assert dep.acquire(a, "A", read=False, task="T0", step=4, stack=stack) is not None  # recursive
+    assert len(walks) == 3

@@ -87,23 +87,20 @@ class KernelBase:
     def lockdep_acquire(self, lock: object, cls: str, *, read: bool) -> None:
         """lock_acquire(): record dependencies from every held class to ``cls``."""
         task = self.current
-        if not task.held_locks:
-            return
-        if self.lockdep.would_record(task.held_locks, cls):
-            # the stack is only kept with a new dependency (or a report): walking the frames on
-            # every nested acquisition cost a few percent of a fuzzing run
+        if task.held_locks:
             rep = self.lockdep.acquire(
                 task.held_locks,
                 cls,
                 read=read,
                 task=task.name,
                 step=self.sched.step_no,
-                stack=kernel_stack(2),
+                # frames: kernel_stack, this lambda, Lockdep.acquire, lockdep_acquire, the caller
+                stack=lambda: kernel_stack(4),
             )
             if rep is not None:
                 self.sched.report(rep)
-        for _lock, prev, _read in task.held_locks:
-            self.sched.coverage.add(f"lock:{prev}->{cls}")
+            for _lock, prev, _read in task.held_locks:
+                self.sched.coverage.add(f"lock:{prev}->{cls}")
 
     def lockdep_hold(self, lock: object, cls: str, *, read: bool) -> None:
         self.current.held_locks.append((lock, cls, read))

@@ -271,17 +271,12 @@ class Scheduler:
             pick = options[choose(options) % len(options)]
         else:
             d = self.chooser.next_decision() or 0
-            first = None
-            if d == 0:
-                if cur is not None and cur.state == RUNNABLE:
-                    # the fast path: no need to enumerate options
-                    first = cur
-                else:
-                    # option 0 is the first runnable task (the actions come after the tasks)
-                    runnable = self._runnable_order()
-                    first = runnable[0] if runnable else None
-            if first is not None:
-                pick = first
+            if d == 0 and cur is not None and cur.state == RUNNABLE:
+                # the fast path: no need to enumerate options
+                pick = cur
+            elif d == 0 and (tasks := self._runnable_order()):
+                # option 0 is the first runnable task: the actions come after the tasks
+                pick = tasks[0]
             else:
                 options = self._options()
                 if not options:

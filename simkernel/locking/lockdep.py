@@ -14,6 +14,7 @@ deadlock detector covers it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from simkernel.report import Report, title_function
@@ -73,18 +74,6 @@ class Lockdep:
             frontier = nxt
         return None
 
-    def would_record(self, held: list[tuple[object, str, bool]], cls: str) -> bool:
-        """Whether :meth:`acquire` would record anything for ``cls`` under ``held``: a dependency
-        not in the graph yet, or a recursive acquisition not reported yet."""
-        graph = self.graph
-        for _lock, prev, _prev_read in held:
-            if prev == cls:
-                if frozenset({cls}) not in self.reported:
-                    return True
-            elif cls not in graph.get(prev, ()):
-                return True
-        return False
-
     def acquire(
         self,
         held: list[tuple[object, str, bool]],
@@ -93,30 +82,39 @@ class Lockdep:
         read: bool,
         task: str,
         step: int,
-        stack: list[str],
+        stack: Callable[[], list[str]],
     ) -> Report | None:
-        """Record edges from every held class to ``cls``; return a report if one closes a cycle."""
+        """Record edges from every held class to ``cls``; return a report if one closes a cycle.
+
+        ``stack()`` gives the kernel call chain; it is called only for a new edge or a report
+        (at most once): most nested acquisitions repeat a known edge, and walking the frames on
+        every one of them cost a few percent of a fuzzing run."""
         report: Report | None = None
+        where: list[str] | None = None
         for _lock, prev, _prev_read in held:
             if prev == cls:
                 # two locks of one class nested without a subclass annotation
                 key = frozenset({cls})
                 if key not in self.reported:
                     self.reported.add(key)
+                    if where is None:
+                        where = stack()
                     report = Report(
                         category="lock-order",
-                        title=f"possible deadlock in {title_function(stack)}",
+                        title=f"possible deadlock in {title_function(where)}",
                         message=f"possible recursive locking detected: {cls} acquired while holding {cls}",
                         task=task,
                         step=step,
-                        stack=list(stack),
+                        stack=list(where),
                         details={"held": [h[1] for h in held]},
                     )
                 continue
             succ = self.graph.setdefault(prev, {})
             if cls in succ:
                 continue
-            edge = Edge(prev, cls, task, step, list(stack), read)
+            if where is None:
+                where = stack()
+            edge = Edge(prev, cls, task, step, list(where), read)
             back = self._path(cls, prev)
             succ[cls] = edge
             if back is None:
@@ -127,14 +125,14 @@ class Lockdep:
             self.reported.add(cycle_classes)
             report = Report(
                 category="lock-order",
-                title=f"possible deadlock in {title_function(stack)}",
+                title=f"possible deadlock in {title_function(where)}",
                 message=(
                     f"possible circular locking dependency detected: {task} is trying to acquire "
                     f"{cls} while holding {prev}, but {cls} --> {prev} already exists"
                 ),
                 task=task,
                 step=step,
-                stack=list(stack),
+                stack=list(where),
                 details={
                     "new dependency": edge.describe(),
                     "existing dependency chain": [e.describe() for e in back],
